@@ -71,7 +71,7 @@ class MLSTMCell(nn.Module):
         in-place update, including ``load_state_dict``) or moves to another device.
         """
         params = (self.weight_ih, self.bias, self.W_q.weight, self.W_k.weight, self.W_v.weight)
-        key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+        key = tuple((p.data_ptr(), _version(p), p.device, p.dtype) for p in params)
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return self._build_input_weights()
         if self._fused is None or self._fused[0] != key:
@@ -141,6 +141,11 @@ class XLSTMForecaster(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _version(param: torch.Tensor) -> int | None:
+    """In-place update counter; inference tensors (made under inference_mode) have none."""
+    return None if param.is_inference() else param._version
 
 
 def _init_uniform(cell: nn.Module, hidden_size: int) -> None:
