@@ -49,7 +49,8 @@ def embedding_window(table: Table, input_size: int, seq_len: int) -> Window:
             f"price must be positive, got {prices[row]:g}.",
             reason="non_positive_price",
         )
-    embeddings = values[:, :-1].astype(np.float32)
+    with np.errstate(over="ignore"):
+        embeddings = values[:, :-1].astype(np.float32)
     if not np.isfinite(embeddings).all():
         row, col = np.argwhere(~np.isfinite(embeddings))[0]
         raise InputError(

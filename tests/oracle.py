@@ -14,8 +14,14 @@ import torch
 from torch.nn import functional as F
 
 
-def oracle_forward(state: dict[str, torch.Tensor], num_blocks: int, num_layers: int, x: torch.Tensor) -> torch.Tensor:
-    """x (B, T, input_size) -> (B, K) using the state dict ``state``."""
+def oracle_forward(
+    state: dict[str, torch.Tensor], num_blocks: int, num_layers: int, x: torch.Tensor, batch_wide: bool = False
+) -> torch.Tensor:
+    """x (B, T, input_size) -> (B, K) using the state dict ``state``.
+
+    ``batch_wide=True`` reproduces the original service's flaw (one max|C'| over the whole
+    batch), so tests can show that the batch-invariance check would catch it.
+    """
     p = state
     hidden = p["input_projection.0.weight"].shape[0]
     y = F.linear(x, p["input_projection.0.weight"], p["input_projection.0.bias"])
@@ -48,7 +54,9 @@ def oracle_forward(state: dict[str, torch.Tensor], num_blocks: int, num_layers: 
                     k = (inp @ p[cp + "W_k.weight"].T) / math.sqrt(hidden)
                     v = inp @ p[cp + "W_v.weight"].T
                     new = f[:, :, None] * mem[layer] + i[:, :, None] * (v[:, :, None] * k[:, None, :])
-                    for s in range(batch):  # per-sample normalisation, one sample at a time
+                    if batch_wide:
+                        new = new / (1 + new.abs().max() / 10)
+                    for s in range(batch if not batch_wide else 0):  # per sample, one at a time
                         new[s] = new[s] / (1 + new[s].abs().max() / 10)
                     mem[layer] = new
                     h[layer] = o * (q[:, None, :] @ new)[:, 0, :]
