@@ -91,13 +91,22 @@ def _safe_load(raw: bytes, path: Path) -> object:
     try:
         return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: refused: the file needs arbitrary unpickling, which is never done for model files "
-            f"(only tensors and plain values are allowed; nothing in it was run). Detail: {first}"
-        ) from None
+        detail = _unpickler_detail(str(exc))
+        if "global" in detail.lower() or "class" in detail.lower():
+            raise CheckpointError(
+                f"{path}: refused: the file needs arbitrary unpickling, which is never done for model files "
+                f"(only tensors and plain values are allowed; nothing in it was run). Detail: {detail}"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail}).") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors... for a damaged file
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}).") from None
+
+
+def _unpickler_detail(message: str) -> str:
+    """The one useful line of torch's long weights-only refusal message."""
+    _, found, rest = message.partition("WeightsUnpickler error:")
+    detail = rest.split("Check the documentation")[0] if found else message
+    return " ".join(detail.split()) or "unpickling failed"
 
 
 def _reconcile_config(
