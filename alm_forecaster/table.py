@@ -9,6 +9,7 @@ name its line.
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from dataclasses import dataclass
 
@@ -63,11 +64,7 @@ def read_table(data: bytes | bytearray | str) -> Table:
         raise _malformed("The body is empty: expected a CSV file with a header row.", "empty")
     if text.lstrip()[:1] in ("{", "["):
         raise _malformed("The body looks like JSON; this endpoint expects a CSV file.", "not_csv")
-    reader = csv.reader(text.splitlines(), strict=True)
-    try:
-        records = [(reader.line_num, row) for row in reader if row]
-    except csv.Error as exc:
-        raise _malformed(f"Malformed CSV at line {reader.line_num}: {exc}.", "malformed_csv") from None
+    records = _records(text)
     header_line, header = records[0]
     header = [name.strip() for name in header]
     _check_header(header, header_line)
@@ -83,6 +80,18 @@ def read_table(data: bytes | bytearray | str) -> Table:
         rows.append(row)
         lines.append(line)
     return Table(header=header, rows=rows, lines=lines)
+
+
+def _records(text: str) -> list[tuple[int, list[str]]]:
+    """Non-blank rows with their line numbers. Without any quote character a CSV row is
+    exactly ``line.split(",")``, which is several times faster than the csv module."""
+    if '"' not in text:
+        return [(number, line.split(",")) for number, line in enumerate(text.splitlines(), 1) if line]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        return [(reader.line_num, row) for row in reader if row]
+    except csv.Error as exc:
+        raise _malformed(f"Malformed CSV at line {reader.line_num}: {exc}.", "malformed_csv") from None
 
 
 def _check_header(header: list[str], line: int) -> None:
