@@ -1,0 +1,272 @@
+"""TorchServe handler for the ALM xLSTM forecaster: a thin adapter around `alm_forecaster`.
+
+Everything that knows about CSVs, windows, the model and prices lives in the core package
+(`alm_forecaster`, which never imports TorchServe and travels inside the .mar). This file only
+translates between TorchServe's batch of requests and `Forecaster.predict`:
+
+* each request's CSV is taken from the multipart field ``data`` or ``file``, or from the raw
+  body (``Content-Type: text/csv`` or ``application/octet-stream``), as bytes or str;
+* all valid requests of the batch go through ONE ``Forecaster.predict`` call (one forward);
+* every request gets its own status: 200 with the forecast, 400/422 with
+  ``{"error": "<message>", "code": <status>}`` for bad input, 500 for an unexpected failure of
+  that request alone. Nothing raised for one request escapes ``handle``: a bad request never
+  fails its batch mates, and never kills or restarts the worker.
+
+Archive YAML keys read here (``handler:`` section, all optional)::
+
+    handler:
+      threads: 1        # torch intra-op threads of this worker
+      seq_len: 20       # window length; default: the checkpoint's (20 for every known one)
+      device: auto      # auto | cpu | cuda | cuda:N | mps; auto = the GPU TorchServe assigned
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+import alm_forecaster
+from alm_forecaster.checkpoint import load_checkpoint
+from alm_forecaster.device import select_device
+from alm_forecaster.errors import MALFORMED, CheckpointError, InputError
+from alm_forecaster.forecaster import Forecaster, Timings, configure_threads
+
+log = logging.getLogger(__name__)
+
+#: Where TorchServe puts a request's content: multipart fields ``data``/``file``, raw ``body``.
+PAYLOAD_KEYS = ("data", "file", "body")
+
+HOW_TO_SEND = (
+    "send the CSV as a multipart form field 'data' or 'file' (curl -F data=@prices.csv) or as the raw "
+    "body with 'Content-Type: text/csv' or 'application/octet-stream' (curl -H 'Content-Type: text/csv' "
+    "--data-binary @prices.csv)"
+)
+
+_PHRASES = {
+    200: "OK",
+    400: "Bad Request",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+    507: "Insufficient Storage",
+}
+
+
+def failure(message: str, status: int = 500) -> tuple[int, dict]:
+    """An unexpected failure confined to one request: (status, JSON body).
+
+    A plain tuple, not an exception class: TorchServe refuses a handler module that defines
+    more than one class.
+    """
+    return status, {"error": message, "code": status}
+
+
+def extract_payload(request: object) -> bytes | bytearray | str:
+    """One request of TorchServe's batch -> the CSV it carries; `InputError` (400) if none."""
+    if isinstance(request, (bytes, bytearray, str)):
+        return request
+    if not isinstance(request, dict):
+        raise InputError(
+            f"Unreadable request ({type(request).__name__}); {HOW_TO_SEND}.", status=MALFORMED, reason="no_payload"
+        )
+    for key in PAYLOAD_KEYS:
+        if key not in request:
+            continue
+        value = request[key]
+        if isinstance(value, (bytes, bytearray, str)):
+            return value
+        if isinstance(value, (dict, list)):
+            raise InputError(
+                f"The request body is JSON; this endpoint expects a CSV file: {HOW_TO_SEND}.",
+                status=MALFORMED,
+                reason="json_body",
+            )
+        raise InputError(
+            f"The request field {key!r} holds {type(value).__name__}, not a CSV file; {HOW_TO_SEND}.",
+            status=MALFORMED,
+            reason="no_payload",
+        )
+    seen = ", ".join(repr(str(k)) for k in request) if request else "none"
+    raise InputError(
+        f"No CSV found in the request (form fields received: {seen}); {HOW_TO_SEND}. A body sent without a "
+        "Content-Type is form-decoded by the server and lost.",
+        status=MALFORMED,
+        reason="no_payload",
+    )
+
+
+def handler_settings(model_yaml_config: dict | None) -> dict:
+    """The ``handler:`` section of the archive YAML, validated, with defaults filled in."""
+    section = (model_yaml_config or {}).get("handler") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"archive config 'handler' must be a mapping, got {section!r}")
+    settings = {
+        "threads": section.get("threads"),
+        "seq_len": section.get("seq_len"),
+        "device": section.get("device") or "auto",
+    }
+    for key in ("threads", "seq_len"):
+        value = settings[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"archive config 'handler.{key}' must be a positive integer, got {value!r}")
+    return settings
+
+
+def choose_device(preference: str, gpu_id: object) -> torch.device:
+    """The device TorchServe gave this worker: its GPU with CUDA, else MPS, else CPU.
+
+    With CUDA present but no ``gpu_id`` (``deviceType: cpu`` or no GPU given to TorchServe),
+    the worker stays on the CPU, as TorchServe intended.
+    """
+    if str(preference).lower() != "auto":
+        return select_device(str(preference))
+    if torch.cuda.is_available():
+        return select_device(None, int(gpu_id)) if gpu_id is not None else torch.device("cpu")
+    return select_device(None)
+
+
+class XLSTMHandler(BaseHandler):
+    """BaseHandler subclass serving one `Forecaster` per worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forecaster: Forecaster | None = None
+        self.settings: dict = {}
+
+    def initialize(self, context) -> None:
+        self.context = context
+        self.manifest = context.manifest
+        properties = context.system_properties
+        model_yaml = getattr(context, "model_yaml_config", None) or {}
+        name = context.model_name
+        version = str(self.manifest.get("model", {}).get("modelVersion", "1.0"))
+        self.settings = handler_settings(model_yaml)
+        threads = configure_threads(self.settings["threads"])
+        self.device = choose_device(self.settings["device"], properties.get("gpu_id"))
+        serialized = self.manifest.get("model", {}).get("serializedFile")
+        if not serialized:
+            raise CheckpointError(f"model {name!r}: the archive has no serialized file (checkpoint).")
+        self.model_pt_path = os.path.join(properties["model_dir"], serialized)
+        try:
+            loaded = load_checkpoint(self.model_pt_path)
+        except CheckpointError as exc:
+            log.error("Model %s %s cannot be served: checkpoint refused: %s", name, version, exc)
+            raise
+        self.forecaster = Forecaster(loaded, name, version, self.device, self.settings["seq_len"])
+        self.serving = {
+            "handler": Path(__file__).name,
+            "package_dir": str(Path(alm_forecaster.__file__).parent),
+            "settings": self.settings,
+            "batch_size": model_yaml.get("batchSize"),
+            "max_batch_delay_ms": model_yaml.get("maxBatchDelay"),
+            "gpu_id": properties.get("gpu_id"),
+        }
+        self.initialized = True
+        log.info(
+            "Model %s %s ready on %s with %d torch threads (seq_len %d, %s)",
+            name,
+            version,
+            self.device,
+            threads,
+            self.forecaster.seq_len,
+            loaded.sha256[:12],
+        )
+
+    # -- TorchServe entry points ------------------------------------------------------------
+
+    def handle(self, data: list, context) -> list:
+        start = time.perf_counter()
+        self.context = context
+        try:
+            if self._is_describe():
+                return [self.describe_handle()]
+        except Exception:  # describe must not take the worker down either
+            log.exception("describe failed")
+            return [json.dumps({"error": "describe failed; see the model log", "code": 500})]
+        outputs = self.respond(self.forecast(data), context)
+        try:
+            context.metrics.add_time("HandlerTime", round((time.perf_counter() - start) * 1000, 2), None, "ms")
+        except Exception:  # metrics are best effort
+            log.debug("could not record HandlerTime", exc_info=True)
+        return outputs
+
+    def describe_handle(self) -> dict:
+        """``GET /models/<name>?customized=true`` shows this as ``customizedMetadata``."""
+        return {**self.forecaster.describe(), "serving": self.serving}
+
+    # -- the three stages, each isolating one request's failure -----------------------------
+
+    def forecast(self, data: list) -> list:
+        """Per request: the response dict, an `InputError`, or a `failure` (status, body)."""
+        results: list = [None] * len(data)
+        payloads, slots = [], []
+        for i, request in enumerate(data):
+            try:
+                payloads.append(extract_payload(request))
+                slots.append(i)
+            except InputError as exc:
+                results[i] = exc
+            except Exception as exc:
+                results[i] = self._internal(exc, i)
+        if payloads:
+            for i, result in zip(slots, self._predict(payloads, slots), strict=True):
+                results[i] = result
+        return results
+
+    def _predict(self, payloads: list, slots: list[int]) -> list:
+        timings = Timings()
+        try:
+            return self.forecaster.predict(payloads, timings)
+        except Exception as exc:
+            if len(payloads) == 1:
+                return [self._internal(exc, slots[0])]
+            log.warning(
+                "batched predict failed (%s: %s); retrying its %d requests one by one",
+                type(exc).__name__,
+                exc,
+                len(payloads),
+            )
+        results = []
+        for payload, slot in zip(payloads, slots, strict=True):
+            try:
+                results.extend(self.forecaster.predict([payload], timings))
+            except Exception as exc:
+                results.append(self._internal(exc, slot))
+        return results
+
+    def respond(self, results: list, context) -> list[str]:
+        """Results -> JSON bodies, with each request's status and content type set."""
+        bodies = []
+        for idx, result in enumerate(results):
+            if isinstance(result, dict):
+                status, body = 200, result
+            elif isinstance(result, InputError):
+                status, body = result.status, result.to_dict()
+                log.info("request %d refused (%d %s): %s", idx, status, result.reason, result.message)
+            elif isinstance(result, tuple):
+                status, body = result
+            else:  # cannot happen; never let it become a batch-wide 503
+                status, body = 500, {"error": "internal error: no result for this request", "code": 500}
+            try:
+                if status != 200:
+                    context.set_response_status(status, _PHRASES.get(status, "Error"), idx)
+                context.set_response_content_type(idx, "application/json")
+            except Exception:
+                log.warning("could not set the response status of request %d", idx, exc_info=True)
+            bodies.append(json.dumps(body))
+        return bodies
+
+    @staticmethod
+    def _internal(exc: BaseException, idx: int) -> tuple[int, dict]:
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            log.error("request %d: out of memory: %s", idx, exc)
+            return failure("The server ran out of memory for this request; retry later or send fewer rows.", 507)
+        log.error("request %d failed unexpectedly", idx, exc_info=exc)
+        return failure(
+            f"Internal error while forecasting this request ({type(exc).__name__}: {exc}); it has been logged."
+        )

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Stops the TorchServe started by scripts/serve.sh and waits until none of its processes (the
+# JVM and its Python workers) is left. Its logs stay in .serve/logs; its unpacked archives and
+# key_file.json are removed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+RUN="$ROOT/.serve"
+export TMPDIR="$RUN/tmp" TEMP="$RUN/tmp"
+PID_FILE="$TMPDIR/.model_server.pid"
+
+if [ ! -f "$PID_FILE" ] || ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+  echo "TorchServe (scripts/serve.sh) is not running."
+  rm -rf "$RUN/tmp" "$RUN/key_file.json"
+  exit 0
+fi
+
+JAVA=$(cat "$PID_FILE")
+WORKERS=$(pgrep -P "$JAVA" || true)
+# --foreground makes --stop wait (up to 60 s) for the JVM; run from .serve/ so that it also
+# deletes that directory's key_file.json.
+(cd "$RUN" && "$ROOT/.venv/bin/torchserve" --stop --foreground >/dev/null 2>&1) || true
+
+left=""
+for _ in $(seq 1 100); do
+  left=""
+  for pid in $JAVA $WORKERS; do
+    if kill -0 "$pid" 2>/dev/null; then left="$left $pid"; fi
+  done
+  [ -z "$left" ] && break
+  sleep 0.2
+done
+if [ -n "$left" ]; then
+  echo "Processes still running after 20 s:$left; killing them." >&2
+  # shellcheck disable=SC2086
+  kill -9 $left 2>/dev/null || true
+fi
+rm -rf "$RUN/tmp" "$RUN/key_file.json"
+echo "TorchServe stopped (JVM $JAVA and ${WORKERS:+workers $(echo $WORKERS | tr '\n' ' ')}gone). Logs: $RUN/logs"

@@ -1,0 +1,243 @@
+"""scripts/build_archive.py, archive_configs/ and config.properties (no server needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from scripts import build_archive, serve_config
+from tests.data import TINY, write_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NotAllowedInCheckpoints:
+    """Pickling this needs arbitrary code: the loader must refuse it without running it."""
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", TINY, seed=1)
+
+
+def test_archive_is_self_contained(tiny_checkpoint, tmp_path, capsys):
+    assert (
+        build_archive.main([str(tiny_checkpoint), "--name", "tiny", "--version", "1.2", "--export-path", str(tmp_path)])
+        == 0
+    )
+    assert "built" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mar"]
+    with zipfile.ZipFile(tmp_path / "tiny.mar") as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+        config = yaml.safe_load(archive.read("model-config.yaml"))
+    assert manifest["model"] == {
+        "modelName": "tiny",
+        "serializedFile": "tiny.pt",
+        "handler": "xlstm_handler.py",
+        "modelVersion": "1.2",
+        "configFile": "model-config.yaml",
+    }
+    package = {str(p.relative_to(ROOT)) for p in (ROOT / "alm_forecaster").rglob("*.py")}
+    assert package <= names, package - names
+    kernels = {str(p.relative_to(ROOT)) for p in (ROOT / "alm_forecaster" / "native").rglob("*.so")}
+    assert kernels <= names  # the compiled kernel travels when it was built
+    assert not any("__pycache__" in n or n.endswith((".pyc", ".o", ".ninja")) for n in names)
+    assert {"xlstm_handler.py", "tiny.pt"} <= names
+    defaults = yaml.safe_load((ROOT / "archive_configs" / "default.yaml").read_text())
+    assert config == defaults  # no archive_configs/tiny.yaml: the defaults as they are
+
+
+def test_model_yaml_is_merged_over_the_defaults(tiny_checkpoint, tmp_path):
+    own = tmp_path / "own.yaml"
+    own.write_text("archive:\n  version: '7.0'\nbatchSize: 2\nhandler:\n  seq_len: 30\n")
+    assert (
+        build_archive.main(
+            [str(tiny_checkpoint), "--name", "m", "--config", str(own), "--export-path", str(tmp_path / "out")]
+        )
+        == 0
+    )
+    with zipfile.ZipFile(tmp_path / "out" / "m.mar") as archive:
+        config = yaml.safe_load(archive.read("model-config.yaml"))
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+    assert manifest["model"]["modelVersion"] == "7.0"
+    assert "archive" not in config and config["batchSize"] == 2 and config["maxBatchDelay"] == 5
+    assert config["handler"] == {"threads": 1, "device": "auto", "seq_len": 30}
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"definitely not a zip file")
+
+
+def _pickle(path: Path) -> None:
+    torch.save({"model_state_dict": {}, "config": NotAllowedInCheckpoints()}, path)
+
+
+def _wrong_shape(path: Path) -> None:
+    payload = torch.load(write_checkpoint(path, TINY), weights_only=True)
+    payload["config"]["hidden_size"] = 32
+    torch.save(payload, path)
+
+
+def _nan(path: Path) -> None:
+    payload = torch.load(write_checkpoint(path, TINY), weights_only=True)
+    payload["model_state_dict"]["output_head.3.bias"][0] = float("nan")
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize(
+    ("make", "detail"),
+    [
+        (_garbage, "not a readable PyTorch checkpoint"),
+        (_pickle, "arbitrary unpickling"),
+        (_wrong_shape, "config says hidden_size=32 but the weights have hidden_size=16"),
+        (_nan, "non-finite"),
+        (None, "does not exist"),
+    ],
+    ids=["garbage", "pickle", "wrong-shape", "nan", "missing"],
+)
+def test_a_bad_checkpoint_never_becomes_an_archive(tmp_path, capsys, make, detail):
+    checkpoint = tmp_path / "bad.pt"
+    if make is not None:
+        make(checkpoint)
+    out = tmp_path / "store"
+    assert build_archive.main([str(checkpoint), "--name", "bad", "--export-path", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "error: model 'bad'" in error and detail in error, error
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_exit_status_and_message(tmp_path):
+    checkpoint = tmp_path / "broken.pt"
+    _garbage(checkpoint)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build_archive.py"),
+            str(checkpoint),
+            "--name",
+            "broken",
+            "--export-path",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "checkpoint refused, no archive built" in done.stderr and str(checkpoint) in done.stderr
+    assert not (tmp_path / "store" / "broken.mar").exists()
+
+
+def test_without_a_checkpoint_every_configured_model_is_built(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+    configs = tmp_path / "archive_configs"
+    configs.mkdir()
+    shutil.copy(ROOT / "archive_configs" / "default.yaml", configs / "default.yaml")
+    bad = tmp_path / "bad.pt"
+    _garbage(bad)
+    (configs / "good.yaml").write_text(f"archive:\n  checkpoint: {tiny_checkpoint}\n  version: '2.5'\nbatchSize: 4\n")
+    (configs / "broken.yaml").write_text(f"archive:\n  checkpoint: {bad}\n")
+    (configs / "nameless.yaml").write_text("batchSize: 4\n")
+    monkeypatch.setattr(build_archive, "CONFIG_DIR", configs)
+    monkeypatch.setattr(build_archive, "DEFAULT_CONFIG", configs / "default.yaml")
+    store = tmp_path / "store"
+    assert build_archive.main(["--export-path", str(store)]) == 1
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in store.iterdir()) == ["good.mar"]
+    assert "model 'broken': checkpoint refused" in captured.err
+    assert "model 'nameless': no checkpoint given" in captured.err
+    assert "1 of 3 archive(s) built" in captured.out
+    with zipfile.ZipFile(store / "good.mar") as archive:
+        assert json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"] == "2.5"
+    assert build_archive.main(["--model", "good", "--export-path", str(store)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("minWorkers: 3\nmaxWorkers: 2\n", "minWorkers 3 > maxWorkers 2"),
+        ("batchSize: 0\n", "batchSize must be a positive integer"),
+        ("maxBatchDelay: -1\n", "maxBatchDelay must be an integer >= 0"),
+        ("handler:\n  threads: 0\n", "handler.threads' must be a positive integer"),
+        ("deviceType: tpu\n", "deviceType must be cpu or gpu"),
+        ("- a list\n", "expected a mapping"),
+    ],
+)
+def test_config_mistakes_are_caught_before_archiving(tiny_checkpoint, tmp_path, capsys, text, message):
+    own = tmp_path / "own.yaml"
+    own.write_text(text)
+    assert (
+        build_archive.main(
+            [str(tiny_checkpoint), "--name", "m", "--config", str(own), "--export-path", str(tmp_path / "out")]
+        )
+        == 1
+    )
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "m.mar").exists()
+
+
+def test_merge_is_recursive_and_does_not_alias():
+    base = {"a": 1, "handler": {"threads": 1, "device": "auto"}}
+    merged = build_archive.merge(base, {"handler": {"threads": 2}, "b": [1]})
+    assert merged == {"a": 1, "handler": {"threads": 2, "device": "auto"}, "b": [1]}
+    merged["handler"]["device"] = "cpu"
+    assert base["handler"]["device"] == "auto"
+
+
+def test_repository_model_configs_resolve():
+    names = build_archive.model_config_names()
+    assert names, "archive_configs/ names no model"
+    for name in names:
+        spec = build_archive.resolve_spec(name)
+        assert spec.checkpoint.parent == ROOT / "models", spec
+        assert spec.config["batchSize"] >= 1 and "archive" not in spec.config
+
+
+# -- config.properties -------------------------------------------------------------------------
+
+
+def test_config_properties_is_safe_and_names_a_configured_default():
+    props = serve_config.read_properties()
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert props[key].startswith("http://127.0.0.1:"), props[key]
+    assert [props[k].rsplit(":", 1)[1] for k in ("inference_address", "management_address", "metrics_address")] == [
+        "8080",
+        "8081",
+        "8082",
+    ]
+    assert props["metrics_mode"] == "prometheus"
+    assert props.get("disable_token_authorization", "false") == "false"
+    assert props["enable_model_api"] == "true" and "@MODEL_STORE@" in props["allowed_urls"]
+    assert "-Xmx" in props["vmargs"]
+    for key in ("max_request_size", "default_response_timeout", "job_queue_size"):
+        assert int(props[key]) > 0
+    default = props["load_models"].split("=")[-1].removesuffix(".mar")
+    assert default in build_archive.model_config_names()
+
+
+def test_render_fills_the_model_store_and_applies_overrides(tmp_path):
+    store = tmp_path / "my-store.v1"
+    text = serve_config.render(store, {"inference_address": "http://127.0.0.1:9", "extra_key": "a\\b"})
+    props = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            props[key] = value
+    assert "@MODEL_STORE@" not in text
+    assert props["model_store"] == str(store.resolve())
+    assert props["inference_address"] == "http://127.0.0.1:9" and props["extra_key"] == "a\\\\b"
+    # As Java reads it (one level of backslash escapes), the regex matches the store's archives only.
+    regex = props["allowed_urls"].replace("\\\\", "\\")
+    assert re.fullmatch(regex, f"file://{store.resolve()}/m.mar")
+    assert not re.fullmatch(regex, f"file://{store.resolve()}/sub/m.mar")
+    assert not re.fullmatch(regex, f"file://{tmp_path.resolve()}/my-store-v1/m.mar")
+    assert not re.fullmatch(regex, "https://example.com/m.mar")
