@@ -128,6 +128,26 @@ else:
 elapsed = time.time() - start
 keys = run / "key_file.json"
 model = models[0]
+# A ready-to-send example window for the first model: its own input size and window length,
+# deterministic pseudo-random embeddings (numbers only: forecasts of it mean nothing).
+example = run / f"example_{model}.csv"
+request = urllib.request.Request(f"{management}/models/{model}?customized=true",
+                                 headers={"Authorization": f"Bearer {key}"})
+with urllib.request.urlopen(request, timeout=30) as response:
+    meta = json.load(response)[0].get("customizedMetadata") or {}
+if isinstance(meta, str):
+    meta = json.loads(meta)
+width, rows = meta["config"]["input_size"], meta["seq_len"]
+state, lines, price = 12345, [",".join([f"emb_{i}" for i in range(width)] + ["last_price"])], 100.0
+for _ in range(rows):
+    cells = []
+    for _ in range(width):
+        state = (1103515245 * state + 12345) % 2**31
+        cells.append(f"{state / 2**30 - 1:.6f}")
+    price *= 1.0 + (state % 2001 - 1000) / 100000
+    lines.append(",".join(cells + [f"{price:.4f}"]))
+example.write_text("\n".join(lines) + "\n")
+accepts = " or ".join(meta.get("accepts") or ["embeddings"])
 print(f"""
 TorchServe is up: {', '.join(models)} READY in {elapsed:.1f} s.
   inference   {inference}/predictions/<model>      (models: {', '.join(models)})
@@ -136,9 +156,9 @@ TorchServe is up: {', '.join(models)} READY in {elapsed:.1f} s.
 Tokens (Authorization: Bearer <key>) are in {keys}:
   INF=$(python3 -c "import json;print(json.load(open('{keys}'))['inference']['key'])")
   MGT=$(python3 -c "import json;print(json.load(open('{keys}'))['management']['key'])")
-Forecast:
-  curl -H "Authorization: Bearer $INF" -F data=@prices.csv {inference}/predictions/{model}
-  curl -H "Authorization: Bearer $INF" -H 'Content-Type: text/csv' --data-binary @prices.csv \\
+Forecast ({model} takes CSVs of {accepts}; an example window for it: {example}):
+  curl -H "Authorization: Bearer $INF" -F data=@{example} {inference}/predictions/{model}
+  curl -H "Authorization: Bearer $INF" -H 'Content-Type: text/csv' --data-binary @{example} \\
        {inference}/predictions/{model}
 Logs: {run / 'logs'}    Stop: scripts/stop.sh""")
 EOF
