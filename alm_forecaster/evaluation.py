@@ -118,7 +118,7 @@ def evaluate(checkpoint_path: str | Path, series: Series, name: str | None = Non
 
     scores = {m: scoring.horizon_metrics(predictions[m], actual, current) for m in MODELS}
     tests = {}
-    for other in ("persistence", "linear"):
+    for other in ("persistence", "linear", "drift"):
         rows = []
         for k in range(steps):
             sq = {m: (current * (predictions[m][:, k] - actual[:, k])) ** 2 for m in ("model", other)}
@@ -238,10 +238,39 @@ def verdict(ev: Evaluation) -> list[str]:
         f"{ev.up_share.max():.1f}% for always predicting 'up' (the share of up moves in the test span) and "
         f"{linear['directional_accuracy'].min():.1f}%-{linear['directional_accuracy'].max():.1f}% for the linear model."
     )
+    up = 100.0 * (ev.predictions["model"] > 0).mean(axis=0)
+    if (up == 100.0).all() or (up == 0.0).all():
+        lines.append(
+            f"The model predicts a {'rise' if up[0] == 100.0 else 'fall'} at every step of every forecast, so its "
+            "directional accuracy is just the share of moves in that direction: it carries no timing information."
+        )
+    else:
+        lines.append(f"The model predicts a rise in {up.min():.1f}%-{up.max():.1f}% of the forecasts, per step.")
     lin_ratio = linear["rmse"] / persist["rmse"]
+    drift_ratio = ev.scores["drift"]["rmse"] / persist["rmse"]
     lines.append(
-        f"The linear model's RMSE relative to persistence ranges from {lin_ratio.min():.4f} to {lin_ratio.max():.4f}."
+        f"RMSE relative to persistence of the baselines: linear {lin_ratio.min():.4f}-{lin_ratio.max():.4f}, "
+        f"drift (the training span's mean return) {drift_ratio.min():.4f}-{drift_ratio.max():.4f}."
     )
+    for other in ("linear", "drift"):
+        rows = ev.tests[f"model_vs_{other}"]
+        worse = [k for k, row in enumerate(rows) if row["p"] < 0.05 and row["t"] > 0]
+        better = [k for k, row in enumerate(rows) if row["p"] < 0.05 and row["t"] < 0]
+        if worse:
+            lines.append(
+                f"The model is significantly worse than the {other} baseline (5% level) at {_steps(ev, worse)}."
+            )
+        if better:
+            lines.append(
+                f"The model is significantly better than the {other} baseline (5% level) at {_steps(ev, better)}."
+            )
+        if not worse and not better:
+            lines.append(f"No significant difference from the {other} baseline at any step (5% level).")
+    if ev.ridge_alpha == max(RIDGE_ALPHAS):
+        lines.append(
+            f"The validation span chose the strongest ridge penalty tried ({ev.ridge_alpha:g}): the linear model is "
+            "shrunk to (almost) the drift, i.e. no linear signal in the features held up out of sample."
+        )
     return lines
 
 
@@ -324,12 +353,15 @@ def _markdown(ev: Evaluation, plots: dict, command: str) -> str:
         "",
         "### Diebold-Mariano tests (squared price errors; t < 0: the model's errors are smaller)",
         "",
-        "| step | vs persistence: t | p | vs linear: t | p |",
-        "|---|---|---|---|---|",
+        "| step | vs persistence: t | p | vs linear: t | p | vs drift: t | p |",
+        "|---|---|---|---|---|---|---|",
     ]
     for k in range(ev.steps):
-        a, b = ev.tests["model_vs_persistence"][k], ev.tests["model_vs_linear"][k]
-        lines.append(f"| t+{ev.offset + k} | {a['t']:.2f} | {a['p']:.3f} | {b['t']:.2f} | {b['p']:.3f} |")
+        a, b, c = (ev.tests[f"model_vs_{o}"][k] for o in ("persistence", "linear", "drift"))
+        lines.append(
+            f"| t+{ev.offset + k} | {a['t']:.2f} | {a['p']:.3f} | {b['t']:.2f} | {b['p']:.3f} | {c['t']:.2f} | "
+            f"{c['p']:.3f} |"
+        )
     ratio = s["model"]["rmse"] / s["persistence"]["rmse"]
     lines += ["", "RMSE / persistence RMSE per step: " + ", ".join(f"{r:.4f}" for r in ratio), ""]
     val = meta.get("metrics", {}).get("val")
@@ -380,7 +412,9 @@ def _plots(ev: Evaluation, out: Path, stem: str) -> dict:
             label=f"{name} (step 1)",
         )
     ax.plot(x[tail], ev.current[tail], color="gray", lw=1.0, ls="--", label="persistence (previous close)")
-    ax.set_title("last 60 days of the test span: each forecast plotted on the day it forecasts")
+    ax.set_title(
+        "last 60 days of the test span, each forecast on the day it forecasts (lines that coincide hide each other)"
+    )
     ax.legend(loc="best", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()

@@ -217,7 +217,7 @@ def _train(series: Series, cfg: TrainConfig, progress: bool) -> TrainResult:
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss})
         if epoch >= cfg.min_epochs and val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
-        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}", best=best[1])
+        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}", best=best[1], refresh=False)
         if epoch >= cfg.min_epochs and epoch - best[1] >= cfg.patience:
             break
     bar.close()

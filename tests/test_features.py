@@ -311,3 +311,23 @@ def test_a_checkpoint_without_pipeline_refuses_ohlcv(tmp_path, frame):
     torch.save(seed_checkpoint(ModelConfig(input_size=16, hidden_size=8, num_layers=1, num_blocks=1), 0), path)
     [result] = Forecaster.from_checkpoint(path, device="cpu").predict([csv_bytes(frame.iloc[-100:])])
     assert isinstance(result, InputError) and "no feature pipeline" in result.message
+
+
+def test_committed_examples_give_the_same_forecast_with_the_default_model():
+    """examples/sp500_tail.csv (OHLCV) and examples/sp500_tail_embeddings.csv (the same days
+    through the default model's pipeline, scripts/export_data.py) forecast identically."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    model, prices, embeddings = (
+        root / "models/sp500_xlstm.pt",
+        root / "examples/sp500_tail.csv",
+        root / "examples/sp500_tail_embeddings.csv",
+    )
+    if not (model.exists() and prices.exists() and embeddings.exists()):
+        pytest.skip("default model or examples not present")
+    forecaster = Forecaster.from_checkpoint(model, device="cpu")
+    raw, embedded = forecaster.predict([prices.read_bytes(), embeddings.read_bytes()])
+    assert isinstance(raw, dict), raw
+    assert raw == embedded
+    assert raw["current_price"] == float(prices.read_text().splitlines()[-1].split(",")[4])
