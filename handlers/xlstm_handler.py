@@ -139,12 +139,23 @@ class XLSTMHandler(BaseHandler):
         self.settings: dict = {}
 
     def initialize(self, context) -> None:
+        """Load the archive's checkpoint; a failure is logged as one line that names it."""
         self.context = context
         self.manifest = context.manifest
-        properties = context.system_properties
-        model_yaml = getattr(context, "model_yaml_config", None) or {}
         name = context.model_name
         version = str(self.manifest.get("model", {}).get("modelVersion", "1.0"))
+        try:
+            self._load(context, name, version)
+        except CheckpointError as exc:
+            log.error("Model %s %s cannot be served: checkpoint refused: %s", name, version, exc)
+            raise
+        except Exception as exc:
+            log.error("Model %s %s cannot be served: %s: %s", name, version, type(exc).__name__, exc)
+            raise
+
+    def _load(self, context, name: str, version: str) -> None:
+        properties = context.system_properties
+        model_yaml = getattr(context, "model_yaml_config", None) or {}
         self.settings = handler_settings(model_yaml)
         threads = configure_threads(self.settings["threads"])
         self.device = choose_device(self.settings["device"], properties.get("gpu_id"))
@@ -152,11 +163,7 @@ class XLSTMHandler(BaseHandler):
         if not serialized:
             raise CheckpointError(f"model {name!r}: the archive has no serialized file (checkpoint).")
         self.model_pt_path = os.path.join(properties["model_dir"], serialized)
-        try:
-            loaded = load_checkpoint(self.model_pt_path)
-        except CheckpointError as exc:
-            log.error("Model %s %s cannot be served: checkpoint refused: %s", name, version, exc)
-            raise
+        loaded = load_checkpoint(self.model_pt_path)
         self.forecaster = Forecaster(loaded, name, version, self.device, self.settings["seq_len"])
         self.serving = {
             "handler": Path(__file__).name,

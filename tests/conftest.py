@@ -272,13 +272,15 @@ def stop_torchserve(client: TorchServeClient, env: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def server_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """The checkpoints the session server's archives are built from."""
+def server_checkpoints(tmp_path_factory) -> Iterator[dict[str, Path]]:
+    """The checkpoints the session server's archives are built from (deleted afterwards:
+    pytest keeps its last temp directories, and the full-size one is ~48 MB)."""
     directory = tmp_path_factory.mktemp("checkpoints")
-    return {
+    yield {
         "tiny": write_checkpoint(directory / "tiny.pt", TINY, seed=7, declared_output_size=1),
         "seed_untrained": write_checkpoint(directory / "seed_untrained.pt", SEED, seed=0),
     }
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

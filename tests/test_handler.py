@@ -162,6 +162,14 @@ def test_bad_checkpoint_is_logged_clearly(tmp_path, caplog):
     assert str(tmp_path / "tiny.pt") in line and "not a readable PyTorch checkpoint" in line
 
 
+def test_bad_archive_config_is_logged_clearly(model_dir, caplog):
+    instance = handler_module.XLSTMHandler()
+    with caplog.at_level(logging.ERROR), pytest.raises(ValueError):
+        instance.initialize(make_context(model_dir, 1, yaml={"handler": {"threads": -1}}))
+    line = next(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert line.startswith("Model tiny 3.1 cannot be served: ValueError: archive config 'handler.threads'")
+
+
 @pytest.mark.parametrize("key", ["data", "file", "body"])
 @pytest.mark.parametrize("value", [b"a,b", bytearray(b"a,b"), "a,b"])
 def test_extract_payload_takes_bytes_or_str(key, value):
