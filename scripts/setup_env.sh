@@ -24,5 +24,10 @@ fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
 if [ "${1:-}" = "--dev" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
+  # promtool (Debian's prometheus package) checks the scrape config and dashboard queries.
+  if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+      >/dev/null) || echo "warning: could not install promtool; its deployment checks will be skipped" >&2
+  fi
 fi
 "$VENV/bin/python" scripts/build_native.py
