@@ -1,10 +1,201 @@
-"""Optional compiled kernel for the recurrent loops (filled in by the native-kernel work)."""
+"""Optional compiled CPU kernel for the two recurrent loops (`recurrence.cpp`).
+
+The operators ``torch.ops.alm_forecaster.slstm_sequence`` and ``mlstm_sequence`` compute
+exactly what ``alm_forecaster.cells._slstm_sequence_torch`` / ``_mlstm_sequence_torch`` do,
+for float32 CPU tensors, without per-op overhead and with the mLSTM memory kept in cache.
+
+The shared library is built ahead of time (``python scripts/build_native.py``, run by the
+setup script and CI) into ``alm_forecaster/native/_build/``. Importing this module only
+*loads* an existing build; it never compiles (compiling takes tens of seconds and this is
+imported inside server workers). When the library is missing or fails to load, one warning
+is logged and `supports` is False: callers fall back to the PyTorch versions.
+
+``ALM_FORECASTER_NATIVE=0`` in the environment turns the kernel off (checked on every call,
+and the library is then not loaded at import either).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import torch
+
+logger = logging.getLogger(__name__)
+
+#: Name of the built library (``_build/<LIBRARY_NAME>.so``) and of the operator namespace's module.
+LIBRARY_NAME = "alm_forecaster_native"
+ENV_SWITCH = "ALM_FORECASTER_NATIVE"
+
+_HERE = Path(__file__).resolve().parent
+SOURCES = (_HERE / "recurrence.cpp",)
+BUILD_DIR = _HERE / "_build"
+#: -march=native: the library is built on the machine that runs it. No -ffast-math (exp/tanh stay exact).
+EXTRA_CFLAGS = ("-O3", "-march=native", "-Wall")
+
+_loaded = False
+_load_error: str | None = None
+
+
+def library_path() -> Path:
+    """Where the built shared library is (whether or not it exists yet)."""
+    suffix = ".pyd" if sys.platform == "win32" else ".so"
+    return BUILD_DIR / f"{LIBRARY_NAME}{suffix}"
+
+
+def is_loaded() -> bool:
+    """Whether the operators are registered in this process."""
+    return _loaded
+
+
+def load_error() -> str | None:
+    """Why the library is not loaded (None when it is, or when loading was not tried)."""
+    return _load_error
+
+
+def _enabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "1").strip() != "0"
 
 
 def supports(x: torch.Tensor) -> bool:
-    """Whether the compiled kernel can run this tensor; False until it is built."""
-    return False
+    """Whether the compiled kernel can run this input.
+
+    True only when the library is loaded, ``x`` is a float32 CPU (strided) tensor, the
+    environment variable ``ALM_FORECASTER_NATIVE`` is not "0", and no gradient is being
+    recorded through ``x`` (the kernel has no backward; training uses the PyTorch path).
+    """
+    return (
+        _loaded
+        and isinstance(x, torch.Tensor)
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.layout == torch.strided
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and _enabled()
+    )
+
+
+def slstm_sequence(x_gates: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
+    """sLSTM over time from zero state: x_gates (B, T, 4H), weight_hh (4H, H) -> h (B, T, H)."""
+    return torch.ops.alm_forecaster.slstm_sequence(x_gates, weight_hh)
+
+
+def mlstm_sequence(
+    x_gates: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, weight_hh: torch.Tensor
+) -> torch.Tensor:
+    """mLSTM over time from zero state, memory normalised per sample.
+
+    x_gates (B, T, 3H); q, k (already divided by sqrt(H)) and v (B, T, H); weight_hh (3H, H).
+    Returns h (B, T, H).
+    """
+    return torch.ops.alm_forecaster.mlstm_sequence(x_gates, q, k, v, weight_hh)
+
+
+def _register_fake() -> None:
+    """Shape functions, so the operators also trace under torch.compile / torch.export."""
+
+    def fake_slstm(x_gates, weight_hh):
+        return x_gates.new_empty(x_gates.shape[0], x_gates.shape[1], weight_hh.shape[1])
+
+    def fake_mlstm(x_gates, q, k, v, weight_hh):
+        return x_gates.new_empty(x_gates.shape[0], x_gates.shape[1], weight_hh.shape[1])
+
+    try:
+        torch.library.register_fake("alm_forecaster::slstm_sequence")(fake_slstm)
+        torch.library.register_fake("alm_forecaster::mlstm_sequence")(fake_mlstm)
+    except Exception as exc:  # noqa: BLE001 - optional nicety, never fatal
+        logger.debug("could not register fake kernels for alm_forecaster ops: %s", exc)
+
+
+def _load(path: Path) -> bool:
+    global _loaded, _load_error
+    try:
+        torch.ops.load_library(str(path))
+    except (OSError, RuntimeError) as exc:
+        _load_error = f"{path}: {exc}"
+        logger.warning("alm_forecaster native kernel failed to load (%s); using the PyTorch recurrences", _load_error)
+        return False
+    _loaded, _load_error = True, None
+    _register_fake()
+    return True
+
+
+def _load_at_import() -> None:
+    global _load_error
+    if not _enabled():
+        _load_error = f"disabled by {ENV_SWITCH}=0"
+        return
+    path = library_path()
+    if not path.is_file():
+        _load_error = f"{path} not built"
+        logger.warning(
+            "alm_forecaster native kernel not built (%s missing; run scripts/build_native.py); "
+            "using the PyTorch recurrences",
+            path,
+        )
+        return
+    if _load(path):
+        newest_source = max(src.stat().st_mtime for src in SOURCES if src.is_file())
+        if path.stat().st_mtime < newest_source:
+            logger.warning("alm_forecaster native kernel %s is older than its source; rebuild it", path)
+
+
+def _compile(verbose: bool) -> Path:
+    """Compile (ninja skips it when up to date) and load into this process."""
+    from torch.utils import cpp_extension
+
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    result = cpp_extension.load(
+        name=LIBRARY_NAME,
+        sources=[str(src) for src in SOURCES],
+        extra_cflags=list(EXTRA_CFLAGS),
+        build_directory=str(BUILD_DIR),
+        is_python_module=False,
+        verbose=verbose,
+    )
+    return Path(result) if isinstance(result, (str, os.PathLike)) else library_path()
+
+
+def build(verbose: bool = False) -> Path:
+    """Compile the library into ``_build/`` (tens of seconds; a no-op when up to date).
+
+    Loads it into this process if no version of it is loaded yet. When one already is (a
+    library cannot be re-registered in the same process), the compilation runs in a child
+    process and the new build takes effect in the next process. Raises RuntimeError on failure.
+    """
+    global _loaded, _load_error
+    if not _loaded:
+        try:
+            path = _compile(verbose)
+        except Exception as exc:
+            raise RuntimeError(f"building the alm_forecaster native kernel failed: {exc}") from exc
+        _loaded, _load_error = True, None
+        _register_fake()
+        return path
+    root = str(_HERE.parent.parent)
+    env = dict(os.environ, **{ENV_SWITCH: "0"})  # the child must not load the old build at import
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    code = "import sys; from alm_forecaster import native; native._compile(verbose=sys.argv[1] == '1')"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "1" if verbose else "0"],
+        env=env,
+        cwd=root,
+        capture_output=not verbose,
+        text=True,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or "")[-4000:] if not verbose else "see the output above"
+        raise RuntimeError(f"building the alm_forecaster native kernel failed:\n{detail}")
+    logger.info(
+        "rebuilt %s in %.1f s; this process keeps the version it had loaded", library_path(),
+        time.perf_counter() - started,
+    )
+    return library_path()
+
+
+_load_at_import()

@@ -1,0 +1,510 @@
+// Pure C++ kernels of the xLSTM recurrences (no torch dependency, so they can be tested and
+// timed standalone); recurrence.cpp wraps them as torch operators. See that file for the
+// design notes. Everything is float32, row-major, with explicit strides.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <thread>
+
+namespace alm_native {
+
+constexpr int64_t kLanes = 16;
+typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
+
+constexpr float kSlstmClamp = 10.0f;
+constexpr float kMlstmLow = -15.0f;
+constexpr float kMlstmHigh = 8.0f;
+constexpr float kMemoryScale = 10.0f;
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline vf splat(float x) { return vf{} + x; }
+
+typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline vf vabs(vf v) { return (vf)((vi)v & 0x7fffffff); }  // same-size vector casts reinterpret the bits
+
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+
+inline vf vclamp(vf x, float lo, float hi) {
+  x = x < lo ? splat(lo) : x;
+  return x > hi ? splat(hi) : x;
+}
+
+// exp, 16 lanes at a time (Cephes expf: range reduction by ln 2 in two parts, degree-6
+// polynomial; ~1 ulp). Inputs are clamped to [-87, 88], where the result is a normal float;
+// every caller's argument is either clamped to [-15, 10] or only enters 1 / (1 + exp).
+inline vf vexp(vf x) {
+  x = vclamp(x, -87.0f, 88.0f);
+  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const vf shifted = x * 1.44269504088896341f + magic;
+  const vf n = shifted - magic;
+  const vi ni = (vi)shifted - (vi)magic;
+  vf r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const vf r2 = r * r;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r2 + r + 1.0f;
+  return p * (vf)((ni + 127) << 23);
+}
+
+// tanh (Cephes tanhf): odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above.
+inline vf vtanh(vf x) {
+  const vf ax = vabs(x);
+  const vf s = x * x;
+  vf p = splat(-5.70498872745e-3f);
+  p = p * s + 2.06390887954e-2f;
+  p = p * s - 5.37397155531e-2f;
+  p = p * s + 1.33314422036e-1f;
+  p = p * s - 3.33332819422e-1f;
+  const vf small = p * s * x + x;
+  const vf big_abs = 1.0f - 2.0f / (vexp(ax + ax) + 1.0f);
+  const vf big = (vf)(((vi)big_abs) | ((vi)x & (int32_t)0x80000000));  // copy the sign of x
+  return ax < 0.625f ? small : big;
+}
+
+inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+
+
+// Apply fn(const vf* in, vf* out) lane-block by lane-block over n elements of NIN input and
+// NOUT output arrays. The last partial block goes through zero-padded copies, so every
+// element gets exactly the same arithmetic wherever it sits.
+template <int NIN, int NOUT, class Fn>
+inline void for_lanes(int64_t n, const float* const (&in)[NIN], float* const (&out)[NOUT], Fn fn) {
+  vf vin[NIN], vout[NOUT];
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int a = 0; a < NIN; ++a) vin[a] = load(in[a] + j);
+    fn(vin, vout);
+    for (int a = 0; a < NOUT; ++a) store(out[a] + j, vout[a]);
+  }
+  if (j < n) {
+    const int64_t rest = n - j;
+    float buf[kLanes];
+    for (int a = 0; a < NIN; ++a) {
+      std::fill(buf, buf + kLanes, 0.0f);
+      std::memcpy(buf, in[a] + j, rest * sizeof(float));
+      vin[a] = load(buf);
+    }
+    fn(vin, vout);
+    for (int a = 0; a < NOUT; ++a) {
+      store(buf, vout[a]);
+      std::memcpy(out[a] + j, buf, rest * sizeof(float));
+    }
+  }
+}
+
+// Sixteen horizontal sums at once: lane l of the result is the sum of the 16 lanes of v[l],
+// always associated the same way (lanes l + l+8, then + l+4, then (0 + 2) + (1 + 3)), so a
+// dot product's bits do not depend on which other dot products it was reduced with.
+inline vf hsum16(const vf (&v)[16]) {
+  vf w[8], x[4], y[2];
+  for (int i = 0; i < 8; ++i) {
+    const vf a = v[2 * i], b = v[2 * i + 1];
+    w[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const vf a = w[2 * i], b = w[2 * i + 1];
+    x[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+           __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  }
+  for (int i = 0; i < 2; ++i) {
+    const vf a = x[2 * i], b = x[2 * i + 1];
+    y[i] = __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+           __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  }
+  return __builtin_shufflevector(y[0], y[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(y[0], y[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+// gates[s][n] = xg[s][n] + dot(h[s][:K], W[n][:K]) for an MS x MR block of (sample, row),
+// MS * MR <= 16. Every dot product is one 16-lane accumulator chain over k in increasing
+// order, then the hsum16 tree, then the scalar tail: the same arithmetic whatever the blocking
+// (and so whatever the batch), bit for bit.
+template <int MS, int MR>
+inline void dot_block(const float* h, int64_t ldh, const float* W, int64_t K, const float* xg, int64_t ldxg,
+                      float* gates, int64_t ldg) {
+  static_assert(MS * MR <= 16, "block too large");
+  const int64_t k_vec = K - K % kLanes;
+  vf acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = vf{};
+  for (int64_t k = 0; k < k_vec; k += kLanes) {
+    if constexpr (MS == 1) {
+      const vf hv = load(h + k);
+      for (int r = 0; r < MR; ++r) acc[r] += hv * load(W + r * K + k);
+    } else {
+      vf w[MR];
+      for (int r = 0; r < MR; ++r) w[r] = load(W + r * K + k);
+      for (int s = 0; s < MS; ++s) {
+        const vf hv = load(h + s * ldh + k);
+        for (int r = 0; r < MR; ++r) acc[s * MR + r] += hv * w[r];
+      }
+    }
+  }
+  const vf sums = hsum16(acc);
+  for (int s = 0; s < MS; ++s) {
+    for (int r = 0; r < MR; ++r) {
+      float total = sums[s * MR + r];
+      for (int64_t k = k_vec; k < K; ++k) total += h[s * ldh + k] * W[r * K + k];
+      gates[s * ldg + r] = xg[s * ldxg + r] + total;
+    }
+  }
+}
+
+// gates (S, N) = xg (S, N) + h (S, K) @ W (N, K)^T, rows of h / xg / gates strided.
+inline void recurrent_gates(const float* h, int64_t ldh, int64_t S, const float* W, int64_t N, int64_t K,
+                     const float* xg, int64_t ldxg, float* gates, int64_t ldg) {
+  if (S == 1) {
+    int64_t n = 0;
+    for (; n + 16 <= N; n += 16) dot_block<1, 16>(h, ldh, W + n * K, K, xg + n, ldxg, gates + n, ldg);
+    for (; n < N; ++n) dot_block<1, 1>(h, ldh, W + n * K, K, xg + n, ldxg, gates + n, ldg);
+    return;
+  }
+  int64_t n = 0;
+  for (; n + 4 <= N; n += 4) {
+    const float* Wn = W + n * K;
+    int64_t s = 0;
+    for (; s + 4 <= S; s += 4)
+      dot_block<4, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg);
+    switch (S - s) {
+      case 3: dot_block<3, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg); break;
+      case 2: dot_block<2, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg); break;
+      case 1: dot_block<1, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg); break;
+      default: break;
+    }
+  }
+  for (; n < N; ++n)
+    for (int64_t s = 0; s < S; ++s)
+      dot_block<1, 1>(h + s * ldh, ldh, W + n * K, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg);
+}
+
+// Copy rows of x (S rows, strided) into a dense (S, N) buffer: the t = 0 gates (h = 0).
+inline void copy_rows(const float* x, int64_t ldx, int64_t S, int64_t N, float* out, int64_t ldo) {
+  for (int64_t s = 0; s < S; ++s) std::memcpy(out + s * ldo, x + s * ldx, N * sizeof(float));
+}
+
+// Zeroed-or-not float buffer aligned to a cache line (workers of a cooperative run write
+// neighbouring slices of the same buffers).
+class Buffer {
+ public:
+  explicit Buffer(int64_t n, bool zero = false) {
+    const size_t bytes = (static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64 * 64;
+    ptr_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (ptr_ == nullptr) throw std::bad_alloc();
+    if (zero) std::memset(ptr_, 0, bytes);
+  }
+  ~Buffer() { std::free(ptr_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  float* data() const { return ptr_; }
+  float& operator[](int64_t i) const { return ptr_[i]; }
+
+ private:
+  float* ptr_;
+};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Barrier of the workers of one cooperative run (several threads sharing one batch, each
+// owning a slice of the hidden units). A worker owns one or more consecutive "parts" and
+// arrives with that count as its weight; the barrier opens when all parts have arrived, so
+// it works however the thread pool hands out the parts (one worker with all of them: no wait).
+class Team {
+ public:
+  explicit Team(int64_t parts) : parts_(parts) {}
+
+  void sync(int64_t weight) {
+    if (weight >= parts_) return;
+    const int64_t gen = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(weight, std::memory_order_acq_rel) + weight == parts_) {
+      count_.store(0, std::memory_order_relaxed);
+      gen_.store(gen + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; gen_.load(std::memory_order_acquire) == gen; ++spins) {
+      if (spins < 2000) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();  // the other worker may be descheduled (busy machine)
+      }
+    }
+  }
+
+ private:
+  const int64_t parts_;
+  alignas(64) std::atomic<int64_t> count_{0};
+  alignas(64) std::atomic<int64_t> gen_{0};
+};
+
+// A run's share of the work: hidden units [u0, u1) (for the mLSTM also memory columns
+// [u0, u1)), synchronised through `team` (nullptr when the run owns all units).
+struct Slice {
+  int64_t u0, u1;
+  Team* team;
+  int64_t weight;
+  void sync() const {
+    if (team != nullptr) team->sync(weight);
+  }
+};
+
+// Rows [u0, u1) of each of the `chunks` gate chunks: gates = xg (+ h_prev @ W^T when t > 0).
+inline void slice_gates(const Slice& sl, int64_t chunks, const float* h_prev, int64_t ldh, int64_t S, const float* W,
+                        int64_t H, const float* xg_t, int64_t ldxg, float* gates, int64_t ldg) {
+  const int64_t n = sl.u1 - sl.u0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t row = c * H + sl.u0;
+    if (h_prev == nullptr) {
+      copy_rows(xg_t + row, ldxg, S, n, gates + row, ldg);
+    } else {
+      recurrent_gates(h_prev, ldh, S, W + row * H, n, H, xg_t + row, ldxg, gates + row, ldg);
+    }
+  }
+}
+
+// Columns [j0, j0 + NV * 16) of one sample's memory step, over all rows: the column block's
+// read-out accumulators, running maxima and k stay in registers, each U element is loaded
+// and stored once.
+template <int NV>
+inline float memory_columns(float* U, int64_t H, int64_t j0, const float* a, const float* b, const float* k,
+                            const float* q, float* acc) {
+  vf kv[NV], sum[NV], mx[NV];
+  for (int v = 0; v < NV; ++v) {
+    kv[v] = load(k + j0 + v * kLanes);
+    sum[v] = vf{};
+    mx[v] = vf{};
+  }
+  for (int64_t r = 0; r < H; ++r) {
+    float* row = U + r * H + j0;
+    const vf av = splat(a[r]), bv = splat(b[r]), qv = splat(q[r]);
+    for (int v = 0; v < NV; ++v) {
+      const vf u = av * load(row + v * kLanes) + bv * kv[v];
+      store(row + v * kLanes, u);
+      mx[v] = vmax(mx[v], vabs(u));
+      sum[v] += qv * u;
+    }
+  }
+  vf m = mx[0];
+  for (int v = 0; v < NV; ++v) {
+    store(acc + j0 + v * kLanes, sum[v]);
+    m = vmax(m, mx[v]);
+  }
+  float out = 0.0f;
+  for (int l = 0; l < kLanes; ++l) out = std::max(out, m[l]);
+  return out;
+}
+
+// Columns [j_begin, j_end) of one sample's memory step (j_begin a multiple of 16, so a column
+// always takes the same code path). U (H, H) row-major is the unnormalised memory, a[r] =
+// f[r] / s_prev, b[r] = i[r] * v[r]: U[r, j] <- a[r] U[r, j] + b[r] k[j]. Returns max |U| over
+// those columns and sets acc[j] = sum_r q[r] U[r, j] (rows in order, one FMA chain per column).
+inline float memory_step(float* U, int64_t H, int64_t j_begin, int64_t j_end, const float* a, const float* b,
+                         const float* k, const float* q, float* acc) {
+  float m = 0.0f;
+  int64_t j = j_begin;
+  for (; j + 8 * kLanes <= j_end; j += 8 * kLanes) m = std::max(m, memory_columns<8>(U, H, j, a, b, k, q, acc));
+  for (; j + kLanes <= j_end; j += kLanes) m = std::max(m, memory_columns<1>(U, H, j, a, b, k, q, acc));
+  for (; j < j_end; ++j) {
+    float sum = 0.0f;
+    for (int64_t r = 0; r < H; ++r) {
+      const float u = a[r] * U[r * H + j] + b[r] * k[j];
+      U[r * H + j] = u;
+      m = std::max(m, std::fabs(u));
+      sum += q[r] * u;
+    }
+    acc[j] = sum;
+  }
+  return m;
+}
+
+// mLSTM samples per group in batch mode: their memories (group x H x H floats) should stay
+// in L2 next to the recurrent weights, and the group shares each weight read.
+inline int64_t mlstm_group_size(int64_t H) {
+  const int64_t bytes = H * H * static_cast<int64_t>(sizeof(float));
+  const int64_t budget = 1 << 20;  // ~1 MB of memories, leaves L2 room for W_hh (0.75 MB at H=256)
+  return std::max<int64_t>(1, std::min<int64_t>(8, budget / std::max<int64_t>(bytes, 1)));
+}
+
+// sLSTM over S consecutive samples (pointers already at the first one), from zero state.
+// xg: x_gates, element (s, t, n) at xg[s * xs_b + t * xs_t + n]; W: (4H, H) contiguous; o:
+// output, element (s, t, j) at o[s * T * H + t * H + j]. gates (S, 4H) and cell (S, H, zeroed)
+// are scratch, shared by the workers of a cooperative run; this call does units [u0, u1).
+inline void slstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, int64_t H, int64_t T, float* o,
+                      int64_t S, float* gates, float* cell, const Slice& sl) {
+  const int64_t G = 4 * H, os_b = T * H, u0 = sl.u0, n = sl.u1 - sl.u0;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* h_prev = t == 0 ? nullptr : o + (t - 1) * H;
+    slice_gates(sl, 4, h_prev, os_b, S, W, H, xg + t * xs_t, xs_b, gates, G);
+    for (int64_t s = 0; s < S; ++s) {
+      const float* g = gates + s * G + u0;
+      float* c = cell + s * H + u0;
+      float* h = o + s * os_b + t * H + u0;
+      const float* in[5] = {g, g + H, g + 2 * H, g + 3 * H, c};
+      float* const res[2] = {c, h};
+      for_lanes<5, 2>(n, in, res, [](const vf* v, vf* r) {
+        const vf ig = vexp(vclamp(v[0], -kSlstmClamp, kSlstmClamp));
+        const vf fg = vexp(vclamp(v[1], -kSlstmClamp, kSlstmClamp));
+        const vf cj = fg * v[4] + ig * vtanh(v[2]);
+        r[0] = cj;
+        r[1] = vsigmoid(v[3]) * vtanh(cj);
+      });
+    }
+    sl.sync();  // h[:, t] complete before anyone reads it
+  }
+}
+
+// Scratch of an mLSTM run over S samples (shared by the workers of a cooperative run).
+struct MlstmScratch {
+  Buffer memory, gates, a, b, acc, part_max;
+  MlstmScratch(int64_t S, int64_t H, int64_t parts)
+      : memory(S * H * H, true), gates(S * 3 * H), a(S * H), b(S * H), acc(S * H), part_max(parts * S, true) {}
+};
+
+// mLSTM over S consecutive samples (pointers already at the first one), from zero state.
+// q, k, v: element (s, t, j) at p[s * s_b + t * s_t + j]; W: (3H, H) contiguous; o as for the
+// sLSTM. This call does gate units and memory columns [u0, u1); `part` is its first part
+// (its slot in scratch.part_max), `parts` the number of parts of the run.
+inline void mlstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp, int64_t qs_b, int64_t qs_t,
+                      const float* kp, int64_t ks_b, int64_t ks_t, const float* vp, int64_t vs_b, int64_t vs_t,
+                      const float* W, int64_t H, int64_t T, float* o, int64_t S, MlstmScratch& sc, const Slice& sl,
+                      int64_t part, int64_t parts) {
+  const int64_t G = 3 * H, os_b = T * H, u0 = sl.u0, u1 = sl.u1, n = u1 - u0;
+  Buffer scale_buf(S);  // every worker keeps the same copy
+  float* scale = scale_buf.data();
+  std::fill(scale, scale + S, 1.0f);
+  float* gates = sc.gates.data();
+  for (int64_t t = 0; t < T; ++t) {
+    // Phase 1: own gate rows; a = f / s_prev and b = i * v for own units.
+    const float* h_prev = t == 0 ? nullptr : o + (t - 1) * H;
+    slice_gates(sl, 3, h_prev, os_b, S, W, H, xg + t * xs_t, xs_b, gates, G);
+    for (int64_t s = 0; s < S; ++s) {
+      const float* gs = gates + s * G + u0;
+      const float s_prev = scale[s];
+      const float* in[3] = {gs, gs + H, vp + s * vs_b + t * vs_t + u0};
+      float* const res[2] = {sc.a.data() + s * H + u0, sc.b.data() + s * H + u0};
+      for_lanes<3, 2>(n, in, res, [s_prev](const vf* x, vf* r) {
+        r[0] = vexp(vclamp(x[1], kMlstmLow, kMlstmHigh)) / s_prev;  // f / s_prev
+        r[1] = vexp(vclamp(x[0], kMlstmLow, kMlstmHigh)) * x[2];    // i * v
+      });
+    }
+    sl.sync();
+    // Phase 2: own memory columns (all rows), their read-out and max |U|.
+    for (int64_t s = 0; s < S; ++s) {
+      const float m = memory_step(sc.memory.data() + s * H * H, H, u0, u1, sc.a.data() + s * H, sc.b.data() + s * H,
+                                  kp + s * ks_b + t * ks_t, qp + s * qs_b + t * qs_t, sc.acc.data() + s * H);
+      sc.part_max[part * S + s] = m;
+      for (int64_t p = part + 1; p < part + sl.weight && p < parts; ++p) sc.part_max[p * S + s] = 0.0f;
+    }
+    sl.sync();
+    // Phase 3: per-sample scale from all parts' maxima; h for own units.
+    for (int64_t s = 0; s < S; ++s) {
+      float m = 0.0f;
+      for (int64_t p = 0; p < parts; ++p) m = std::max(m, sc.part_max[p * S + s]);
+      const float sv = 1.0f + m / kMemoryScale;
+      scale[s] = sv;
+      const float* in[2] = {gates + s * G + 2 * H + u0, sc.acc.data() + s * H + u0};
+      float* const res[1] = {o + s * os_b + t * H + u0};
+      for_lanes<2, 1>(n, in, res, [sv](const vf* x, vf* r) { r[0] = vsigmoid(x[0]) * (x[1] / sv); });
+    }
+    sl.sync();  // h[:, t] complete (and part_max read) before the next step
+  }
+}
+
+// How a call is spread over threads. parts == 1: batch mode, the samples are split over the
+// threads and each runs alone (no synchronisation). parts >= 2: cooperative mode, for batches
+// too small to keep the threads busy (batch 1 above all): every worker runs the whole batch
+// for its slice of `unit` hidden units (a slice of W_hh rows, so each core streams only its
+// share of the weights from its own cache), with barriers between the phases of a step.
+struct Plan {
+  int64_t parts, unit;
+};
+
+inline Plan make_plan(int64_t B, int64_t H, int64_t threads) {
+  constexpr int64_t kMinUnitsPerPart = 64;  // below this the barriers cost more than they save
+  if (threads < 2 || B >= 2 * threads) return {1, H};
+  const int64_t parts = std::min(threads, H / kMinUnitsPerPart);
+  if (parts < 2) return {1, H};
+  const int64_t unit = ((H + parts - 1) / parts + kLanes - 1) / kLanes * kLanes;
+  const int64_t used = (H + unit - 1) / unit;
+  return used < 2 ? Plan{1, H} : Plan{used, unit};
+}
+
+// Whole sLSTM call. parallel_for(begin, end, fn) must run fn on disjoint consecutive chunks
+// covering [begin, end) (concurrently when it can: cooperative mode needs the chunks of
+// different threads to run at the same time, which at::parallel_for guarantees).
+template <class ParallelFor>
+void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, int64_t B, int64_t H, int64_t T,
+                   float* o, int64_t threads, const ParallelFor& parallel_for) {
+  const int64_t G = 4 * H, os_b = T * H;
+  const Plan plan = make_plan(B, H, threads);
+  if (plan.parts == 1) {
+    parallel_for(0, B, [&](int64_t b0, int64_t b1) {
+      const int64_t S = b1 - b0;
+      Buffer gates(S * G), cell(S * H, true);
+      slstm_run(xg + b0 * xs_b, xs_b, xs_t, W, H, T, o + b0 * os_b, S, gates.data(), cell.data(),
+                Slice{0, H, nullptr, 1});
+    });
+    return;
+  }
+  Buffer gates(B * G), cell(B * H, true);
+  Team team(plan.parts);
+  parallel_for(0, plan.parts, [&](int64_t p0, int64_t p1) {
+    const Slice sl{p0 * plan.unit, std::min(H, p1 * plan.unit), &team, p1 - p0};
+    slstm_run(xg, xs_b, xs_t, W, H, T, o, B, gates.data(), cell.data(), sl);
+  });
+}
+
+// Whole mLSTM call; see slstm_forward.
+template <class ParallelFor>
+void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp, int64_t qs_b, int64_t qs_t,
+                   const float* kp, int64_t ks_b, int64_t ks_t, const float* vp, int64_t vs_b, int64_t vs_t,
+                   const float* W, int64_t B, int64_t H, int64_t T, float* o, int64_t threads,
+                   const ParallelFor& parallel_for) {
+  const int64_t os_b = T * H;
+  const Plan plan = make_plan(B, H, threads);
+  if (plan.parts == 1) {
+    const int64_t group = mlstm_group_size(H);
+    parallel_for(0, B, [&](int64_t b0, int64_t b1) {
+      const int64_t cap = std::min(group, b1 - b0);
+      for (int64_t g0 = b0; g0 < b1; g0 += cap) {
+        const int64_t S = std::min(cap, b1 - g0);
+        MlstmScratch scratch(S, H, 1);
+        mlstm_run(xg + g0 * xs_b, xs_b, xs_t, qp + g0 * qs_b, qs_b, qs_t, kp + g0 * ks_b, ks_b, ks_t, vp + g0 * vs_b,
+                  vs_b, vs_t, W, H, T, o + g0 * os_b, S, scratch, Slice{0, H, nullptr, 1}, 0, 1);
+      }
+    });
+    return;
+  }
+  MlstmScratch scratch(B, H, plan.parts);
+  Team team(plan.parts);
+  parallel_for(0, plan.parts, [&](int64_t p0, int64_t p1) {
+    const Slice sl{p0 * plan.unit, std::min(H, p1 * plan.unit), &team, p1 - p0};
+    mlstm_run(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, W, H, T, o, B, scratch, sl, p0,
+              plan.parts);
+  });
+}
+
+}  // namespace alm_native

@@ -1,0 +1,134 @@
+// Compiled CPU kernel for the two xLSTM recurrences (see alm_forecaster/cells.py for the
+// PyTorch reference versions and shared/notes/forward-speed-facts.md for the design).
+//
+//   alm_forecaster::slstm_sequence(x_gates (B,T,4H), weight_hh (4H,H)) -> (B,T,H)
+//   alm_forecaster::mlstm_sequence(x_gates (B,T,3H), q, k, v (B,T,H), weight_hh (3H,H)) -> (B,T,H)
+//
+// float32, CPU. Both start from zero state. Design notes:
+// * The recurrent product h @ W_hh.T is a hand-written register-blocked kernel: every
+//   (sample, row) dot product is one 16-lane accumulator over k in the same order whatever
+//   the blocking, so a sample's numbers do not depend on its batch mates (bitwise).
+// * The mLSTM memory is kept unnormalised (U) together with its scale s: the next step is
+//   U <- (f / s_prev) * U + (i * v) k^T, fused in one pass with max|U| and the read-out
+//   q^T U; then s = 1 + max|U| / 10 and h = o * (q^T U) / s. Same numbers as normalising
+//   the matrix each step, up to rounding.
+// * Work is split over the batch with at::parallel_for, one region per call (no per-step
+//   synchronisation). mLSTM samples run in small groups whose memories fit in L2.
+// * exp / tanh / sigmoid are vectorised (Cephes-style, ~1-2 ulp); built without -ffast-math.
+// The kernels themselves are in kernels.h (no torch dependency).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <utility>
+
+#include "kernels.h"
+
+namespace {
+
+void check_float_cpu(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
+  TORCH_CHECK(t.layout() == at::kStrided, op, ": ", name, " must be a dense (strided) tensor");
+}
+
+// at::parallel_for with grain 1: one chunk per thread, the chunks of a region run concurrently.
+struct ParallelFor {
+  template <class Fn>
+  void operator()(int64_t begin, int64_t end, const Fn& fn) const {
+    at::parallel_for(begin, end, 1, fn);
+  }
+};
+
+// Threads a parallel region started here would get (1 inside another region: no nesting).
+int64_t threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
+// Unit stride in the last dimension (what the kernels index with); other strides are free.
+at::Tensor unit_last_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
+
+// ---------------------------------------------------------------------------------------
+// sLSTM
+// ---------------------------------------------------------------------------------------
+
+at::Tensor slstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& weight_hh_in) {
+  constexpr const char* op = "alm_forecaster::slstm_sequence";
+  check_float_cpu(x_gates_in, op, "x_gates");
+  check_float_cpu(weight_hh_in, op, "weight_hh");
+  TORCH_CHECK(weight_hh_in.dim() == 2, op, ": weight_hh must be 2-D (4H, H), got shape ", weight_hh_in.sizes());
+  const int64_t H = weight_hh_in.size(1);
+  TORCH_CHECK(H > 0 && weight_hh_in.size(0) == 4 * H, op, ": weight_hh must have shape (4H, H), got ",
+              weight_hh_in.sizes());
+  TORCH_CHECK(x_gates_in.dim() == 3 && x_gates_in.size(2) == 4 * H, op,
+              ": x_gates must have shape (B, T, 4H) with 4H = ", 4 * H, ", got ", x_gates_in.sizes());
+
+  const at::Tensor x_gates = unit_last_stride(x_gates_in);
+  const at::Tensor weight = weight_hh_in.contiguous();
+  const int64_t B = x_gates.size(0), T = x_gates.size(1);
+  at::Tensor out = at::empty({B, T, H}, x_gates.options().memory_format(at::MemoryFormat::Contiguous));
+  if (B == 0 || T == 0) return out;
+
+  const float* xg = x_gates.data_ptr<float>();
+  const int64_t xs_b = x_gates.stride(0), xs_t = x_gates.stride(1);
+  const float* W = weight.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+
+  alm_native::slstm_forward(xg, xs_b, xs_t, W, B, H, T, o, threads(), ParallelFor{});
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// mLSTM
+// ---------------------------------------------------------------------------------------
+
+at::Tensor mlstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& q_in, const at::Tensor& k_in,
+                          const at::Tensor& v_in, const at::Tensor& weight_hh_in) {
+  constexpr const char* op = "alm_forecaster::mlstm_sequence";
+  check_float_cpu(x_gates_in, op, "x_gates");
+  check_float_cpu(q_in, op, "q");
+  check_float_cpu(k_in, op, "k");
+  check_float_cpu(v_in, op, "v");
+  check_float_cpu(weight_hh_in, op, "weight_hh");
+  TORCH_CHECK(weight_hh_in.dim() == 2, op, ": weight_hh must be 2-D (3H, H), got shape ", weight_hh_in.sizes());
+  const int64_t H = weight_hh_in.size(1);
+  TORCH_CHECK(H > 0 && weight_hh_in.size(0) == 3 * H, op, ": weight_hh must have shape (3H, H), got ",
+              weight_hh_in.sizes());
+  TORCH_CHECK(x_gates_in.dim() == 3 && x_gates_in.size(2) == 3 * H, op,
+              ": x_gates must have shape (B, T, 3H) with 3H = ", 3 * H, ", got ", x_gates_in.sizes());
+  const int64_t B = x_gates_in.size(0), T = x_gates_in.size(1);
+  const std::pair<const at::Tensor*, const char*> qkv[] = {{&q_in, "q"}, {&k_in, "k"}, {&v_in, "v"}};
+  for (const auto& [t, name] : qkv) {
+    TORCH_CHECK(t->dim() == 3 && t->size(0) == B && t->size(1) == T && t->size(2) == H, op, ": ", name,
+                " must have shape (B, T, H) = (", B, ", ", T, ", ", H, "), got ", t->sizes());
+  }
+
+  const at::Tensor x_gates = unit_last_stride(x_gates_in);
+  const at::Tensor q = unit_last_stride(q_in), k = unit_last_stride(k_in), v = unit_last_stride(v_in);
+  const at::Tensor weight = weight_hh_in.contiguous();
+  at::Tensor out = at::empty({B, T, H}, x_gates.options().memory_format(at::MemoryFormat::Contiguous));
+  if (B == 0 || T == 0) return out;
+
+  const float* xg = x_gates.data_ptr<float>();
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+  const int64_t xs_b = x_gates.stride(0), xs_t = x_gates.stride(1);
+  const int64_t qs_b = q.stride(0), qs_t = q.stride(1);
+  const int64_t ks_b = k.stride(0), ks_t = k.stride(1);
+  const int64_t vs_b = v.stride(0), vs_t = v.stride(1);
+  const float* W = weight.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  alm_native::mlstm_forward(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, W, B, H, T, o, threads(),
+                            ParallelFor{});
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(alm_forecaster, m) {
+  m.def("slstm_sequence(Tensor x_gates, Tensor weight_hh) -> Tensor");
+  m.def("mlstm_sequence(Tensor x_gates, Tensor q, Tensor k, Tensor v, Tensor weight_hh) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(alm_forecaster, CPU, m) {
+  m.impl("slstm_sequence", &slstm_sequence);
+  m.impl("mlstm_sequence", &mlstm_sequence);
+}
