@@ -7,10 +7,13 @@ scripts/build_archive.py from
 
 * ``tiny``: a small deterministic checkpoint (input 8, hidden 16; fast to load and run), whose
   config declares ``output_size: 1`` to exercise the known config/weights disagreement;
+  loaded at start;
 * ``seed_untrained``: the full-size untrained seed checkpoint (the current default model),
-  with archive_configs/seed_untrained.yaml.
+  with archive_configs/seed_untrained.yaml; built, registered and loaded on first
+  ``torchserve.ensure_model("seed_untrained")``, so a session that does not need it does
+  not pay for it.
 
-It waits until every worker of both models is READY (management API, not /ping), yields a
+It waits until the workers are READY (management API, not /ping), yields a
 `TorchServeClient` and at the end stops the server with ``torchserve --stop`` and waits for
 the launcher, the JVM and every worker process to be gone (a leftover is killed and reported
 as an error). Other test modules can use the fixture as is, or `start_torchserve` for a
@@ -28,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,8 +67,36 @@ class TorchServeClient:
     log_dir: Path
     #: model name -> checkpoint it was archived from
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    #: model name -> function writing its checkpoint to the given path (models made on demand)
+    checkpoint_makers: dict[str, Callable[[Path], Path]] = field(default_factory=dict)
     launcher: subprocess.Popen | None = None
     start_to_ready_s: float = 0.0
+
+    def checkpoint(self, name: str) -> Path:
+        """The checkpoint of a model, written on first use from `checkpoint_makers`."""
+        if name not in self.checkpoints:
+            directory = self.workdir / "checkpoints"
+            directory.mkdir(exist_ok=True)
+            self.checkpoints[name] = self.checkpoint_makers[name](directory / f"{name}.pt")
+        return self.checkpoints[name]
+
+    def ensure_model(self, name: str, timeout: float = READY_TIMEOUT) -> list[dict]:
+        """Make sure ``name`` is served: build its archive (scripts/build_archive.py) if the
+        store lacks it, register it asynchronously, wait until its workers are READY."""
+        if self.manage("GET", f"/models/{name}").ok:
+            return self.wait_ready(name, timeout=timeout)
+        archive = self.model_store / f"{name}.mar"
+        if not archive.exists():
+            built = build_archive.main(
+                [str(self.checkpoint(name)), "--name", name, "--export-path", str(self.model_store)]
+            )
+            if built != 0:
+                raise RuntimeError(f"build_archive failed for {name}")
+        params = {"url": archive.name, "synchronous": "false", "initial_workers": 1}
+        response = self.manage("POST", "/models", params=params)
+        if response.status_code != 202:
+            raise RuntimeError(f"registering {archive.name}: {response.status_code} {response.text}")
+        return self.wait_ready(name, timeout=timeout)
 
     def auth(self, kind: str = "inference") -> dict[str, str]:
         """``Authorization`` header with the ``inference``, ``management`` or ``API`` key."""
@@ -271,32 +302,30 @@ def stop_torchserve(client: TorchServeClient, env: dict[str, str]) -> list[str]:
     return problems
 
 
-@pytest.fixture(scope="session")
-def server_checkpoints(tmp_path_factory) -> Iterator[dict[str, Path]]:
-    """The checkpoints the session server's archives are built from (deleted afterwards:
-    pytest keeps its last temp directories, and the full-size one is ~48 MB)."""
-    directory = tmp_path_factory.mktemp("checkpoints")
-    yield {
-        "tiny": write_checkpoint(directory / "tiny.pt", TINY, seed=7, declared_output_size=1),
-        "seed_untrained": write_checkpoint(directory / "seed_untrained.pt", SEED, seed=0),
-    }
-    shutil.rmtree(directory, ignore_errors=True)
+#: The session server's models: how to write each checkpoint. ``tiny`` is loaded at start;
+#: the full-size ``seed_untrained`` (slower to build and load) only when a test asks for it.
+SESSION_MODELS: dict[str, Callable[[Path], Path]] = {
+    "tiny": lambda path: write_checkpoint(path, TINY, seed=7, declared_output_size=1),
+    "seed_untrained": lambda path: write_checkpoint(path, SEED, seed=0),
+}
 
 
 @pytest.fixture(scope="session")
-def torchserve(tmp_path_factory, server_checkpoints) -> Iterator[TorchServeClient]:
-    """One real TorchServe for the session, serving ``tiny`` and ``seed_untrained``."""
+def torchserve(tmp_path_factory) -> Iterator[TorchServeClient]:
+    """One real TorchServe for the session, serving ``tiny`` (input 8, hidden 16) from the
+    start; ``torchserve.ensure_model("seed_untrained")`` adds the full-size seed."""
     workdir = tmp_path_factory.mktemp("torchserve")
     store = workdir / "model_store"
-    for name, checkpoint in server_checkpoints.items():
-        if build_archive.main([str(checkpoint), "--name", name, "--export-path", str(store)]) != 0:
-            pytest.fail(f"build_archive failed for {name}")
+    maker = TorchServeClient("", "", "", {}, workdir, store, workdir / "logs", checkpoint_makers=SESSION_MODELS)
+    tiny = maker.checkpoint("tiny")
+    if build_archive.main([str(tiny), "--name", "tiny", "--export-path", str(store)]) != 0:
+        pytest.fail("build_archive failed for tiny")
     try:
-        with start_torchserve(workdir, store, list(server_checkpoints)) as client:
-            client.checkpoints = dict(server_checkpoints)
+        with start_torchserve(workdir, store, ["tiny"]) as client:
+            client.checkpoints, client.checkpoint_makers = maker.checkpoints, SESSION_MODELS
             print(f"\nTorchServe ready in {client.start_to_ready_s:.1f} s ({client.inference_url})")
             yield client
     finally:
-        # Keep the logs for a post-mortem; drop the bulky archives and unpacked models.
-        for bulky in (store, workdir / "tmp"):
+        # Keep the logs for a post-mortem; drop the bulky checkpoints, archives and unpacked models.
+        for bulky in (store, workdir / "tmp", workdir / "checkpoints"):
             shutil.rmtree(bulky, ignore_errors=True)

@@ -22,16 +22,23 @@ TOKEN_REFUSED = "Token Authorization failed"
 
 
 @pytest.fixture(scope="module")
-def offline(torchserve: TorchServeClient) -> dict[str, Forecaster]:
-    """In-process forecasters on the same checkpoints as the server's models."""
-    return {
-        name: Forecaster.from_checkpoint(path, name=name, device="cpu") for name, path in torchserve.checkpoints.items()
-    }
+def offline(torchserve: TorchServeClient):
+    """In-process forecasters on the same checkpoints as the server's models, made on use."""
+    made: dict[str, Forecaster] = {}
+
+    def forecaster(name: str) -> Forecaster:
+        if name not in made:
+            made[name] = Forecaster.from_checkpoint(torchserve.checkpoint(name), name=name, device="cpu")
+        return made[name]
+
+    return forecaster
 
 
 def assert_same_forecast(served: dict, expected: dict) -> None:
+    """Same response; prices to 1e-5 relative: the server's and this process's compiled kernel
+    (or its PyTorch fallback, 7e-7 apart) and batch composition change the last float32 bits."""
     assert served.keys() == expected.keys()
-    assert served["predicted_prices"] == pytest.approx(expected["predicted_prices"], rel=1e-6)
+    assert served["predicted_prices"] == pytest.approx(expected["predicted_prices"], rel=1e-5)
     assert {k: v for k, v in served.items() if k != "predicted_prices"} == {
         k: v for k, v in expected.items() if k != "predicted_prices"
     }
@@ -43,8 +50,9 @@ def assert_same_forecast(served: dict, expected: dict) -> None:
 def test_every_transport_gives_the_offline_forecast(torchserve, offline):
     """Multipart data=/file= (bytes and text/csv), raw text/csv and octet-stream bodies all give
     the in-process Forecaster's answer for the full-size default model."""
+    torchserve.ensure_model("seed_untrained")
     csv = embeddings_csv(rows=30, input_size=SEED.input_size, seed=3)
-    expected = offline["seed_untrained"].predict([csv])[0]
+    expected = offline("seed_untrained").predict([csv])[0]
     variants = {
         "multipart data (bytes)": dict(files={"data": ("prices.csv", csv)}),
         "multipart data (text/csv -> str)": dict(files={"data": ("prices.csv", csv, "text/csv")}),
@@ -75,7 +83,7 @@ def test_server_matches_the_offline_cli(torchserve, tmp_path):
             sys.executable,
             str(cli),
             "--checkpoint",
-            str(torchserve.checkpoints["tiny"]),
+            str(torchserve.checkpoint("tiny")),
             "--name",
             "tiny",
             "--threads",
@@ -122,7 +130,7 @@ def test_concurrent_batch_with_two_bad_requests(torchserve, offline):
     assert results[13].status_code == 422, results[13].text
     assert results[13].json() == {"error": "Not enough data points. Need at least 20, got 15", "code": 422}
     good = [i for i in range(len(payloads)) if i not in (5, 13)]
-    expected = offline["tiny"].predict([payloads[i] for i in good])
+    expected = offline("tiny").predict([payloads[i] for i in good])
     for i, want in zip(good, expected, strict=True):
         assert results[i].status_code == 200, (i, results[i].text)
         assert_same_forecast(results[i].json(), want)
@@ -160,7 +168,7 @@ def test_describe_shows_the_model(torchserve):
     assert meta["config"]["hidden_size"] == TINY.hidden_size
     assert meta["block_pattern"] == "sms" and meta["seq_len"] == 20 and meta["predicted_steps"] == 5
     assert meta["parameter_count"] > 0 and meta["device"] == "cpu"
-    assert meta["checkpoint_sha256"] == hashlib.sha256(torchserve.checkpoints["tiny"].read_bytes()).hexdigest()
+    assert meta["checkpoint_sha256"] == hashlib.sha256(torchserve.checkpoint("tiny").read_bytes()).hexdigest()
     assert any("output_size=1" in d for d in meta["config_disagreements"]), meta["config_disagreements"]
     assert meta["torch_threads"] == 1 and meta["serving"]["settings"]["threads"] == 1
     # Self-contained: the worker imported alm_forecaster from the unpacked archive, not the repo.
@@ -206,7 +214,7 @@ def test_async_registration_versions_and_unregister(torchserve, tmp_path, offlin
     finally:
         assert torchserve.manage("PUT", "/models/tiny/1.0/set-default").status_code == 200
     served_v1 = torchserve.predict("tiny", "1.0", data=csv, headers={"Content-Type": "text/csv"}).json()
-    assert_same_forecast(served_v1, offline["tiny"].predict([csv])[0])
+    assert_same_forecast(served_v1, offline("tiny").predict([csv])[0])
     assert torchserve.manage("DELETE", "/models/tiny/2.0").status_code == 200
     assert torchserve.manage("GET", "/models/tiny/2.0").status_code == 404
     assert [m["modelVersion"] for m in torchserve.manage("GET", "/models/tiny/all").json()] == ["1.0"]
