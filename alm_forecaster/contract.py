@@ -108,16 +108,19 @@ def _first_bad_cell(table: Table, columns: list[int], start: int) -> InputError:
 
 
 def _cell_problem(cell: str) -> str | None:
+    # Judge the raw cell exactly as numeric_block's fast path does: str.strip() also removes a
+    # no-break space or '\x1c'..'\x1f' that float() or the ASCII screen refuse (was a 500).
     text = cell.strip()
+    shown = cell.strip(" \t")
     if not text:
         return "empty value"
-    if not text.isascii() or "_" in text:
-        return f"{text!r} is not a number"
+    if not cell.isascii() or "_" in cell:
+        return f"{shown!r} is not a number"
     try:
-        value = float(text)
+        value = float(cell)
     except ValueError:
         hint = " (decimal comma?)" if "," in text else ""
-        return f"{text!r} is not a number{hint}"
+        return f"{shown!r} is not a number{hint}"
     if not math.isfinite(value):
         return f"{text!r} is not a finite number"
     return None
