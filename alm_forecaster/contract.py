@@ -119,7 +119,7 @@ def _cell_problem(cell: str) -> str | None:
     try:
         value = float(cell)
     except ValueError:
-        hint = " (decimal comma?)" if "," in text else ""
+        hint = " (a decimal comma or a thousands separator?)" if "," in text else ""
         return f"{shown!r} is not a number{hint}"
     if not math.isfinite(value):
         return f"{text!r} is not a finite number"

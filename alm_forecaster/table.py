@@ -53,6 +53,12 @@ def decode(data: bytes | bytearray | str) -> str:
     if text.startswith(_UTF8_BOM):
         text = text[1:]
     if "\x00" in text:
+        head = text[:64]
+        if len(head) >= 4 and {"\x00"} in (set(head[1::2]), set(head[0::2])):  # ASCII text as UTF-16, no BOM
+            raise _malformed(
+                "The file looks UTF-16 encoded without a byte-order mark (every other byte is NUL); send it as UTF-8.",
+                "encoding",
+            )
         raise _malformed("The body contains NUL bytes: it is binary data, not a CSV file.", "not_csv")
     return text
 
@@ -88,10 +94,17 @@ def _records(text: str) -> list[tuple[int, list[str]]]:
     if '"' not in text:
         return [(number, line.split(",")) for number, line in enumerate(text.splitlines(), 1) if line]
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: list[tuple[int, list[str]]] = []
+    end = 0  # last line of the previous record: a failing record starts on the next one
     try:
-        return [(reader.line_num, row) for row in reader if row]
+        for row in reader:
+            if row:
+                records.append((reader.line_num, row))
+            end = reader.line_num
     except csv.Error as exc:
-        raise _malformed(f"Malformed CSV at line {reader.line_num}: {exc}.", "malformed_csv") from None
+        unclosed = " (a quote in the record starting there is never closed)" if "end of data" in str(exc) else ""
+        raise _malformed(f"Malformed CSV at line {end + 1}: {exc}{unclosed}.", "malformed_csv") from None
+    return records
 
 
 def _check_header(header: list[str], line: int) -> None:
