@@ -12,6 +12,16 @@ translates between TorchServe's batch of requests and `Forecaster.predict`:
   that request alone. Nothing raised for one request escapes ``handle``: a bad request never
   fails its batch mates, and never kills or restarts the worker.
 
+Metrics (declared in the repository's metrics_config.yaml, which config.properties names; only
+declared metrics reach TorchServe's Prometheus endpoint), labelled ModelName, ModelVersion and
+Level="Model":
+
+* ``ForecastsServed`` (counter): one per request answered 200 with a forecast;
+* ``RequestsRejected`` (counter, ``Reason``): one per refused request, by its `InputError`
+  reason (missing_columns, too_few_rows, bad_value, encoding, no_payload, ...), ``internal``
+  for an unexpected failure (500) and ``out_of_memory`` for 507;
+* ``ParseTime``, ``ForwardTime``, ``ResponseTime`` (gauges, ms): the stages of the last batch.
+
 Archive YAML keys read here (``handler:`` section, all optional)::
 
     handler:
@@ -26,9 +36,12 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
+from ts.metrics.metric_cache_errors import MetricsCacheKeyError
+from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 import alm_forecaster
@@ -117,6 +130,21 @@ def handler_settings(model_yaml_config: dict | None) -> dict:
     return settings
 
 
+def outcomes(results: list) -> tuple[int, Counter]:
+    """Per-request results -> (forecasts served, refusals by reason) for the metrics."""
+    served, rejected = 0, Counter()
+    for result in results:
+        if isinstance(result, dict):
+            served += 1
+        elif isinstance(result, InputError):
+            rejected[result.reason] += 1
+        elif isinstance(result, tuple) and result[0] == 507:
+            rejected["out_of_memory"] += 1
+        else:
+            rejected["internal"] += 1
+    return served, rejected
+
+
 def choose_device(preference: str, gpu_id: object) -> torch.device:
     """The device TorchServe gave this worker: its GPU with CUDA, else MPS, else CPU.
 
@@ -195,12 +223,56 @@ class XLSTMHandler(BaseHandler):
         except Exception:  # describe must not take the worker down either
             log.exception("describe failed")
             return [json.dumps({"error": "describe failed; see the model log", "code": 500})]
-        outputs = self.respond(self.forecast(data), context)
+        timings = Timings()
+        results = self.forecast(data, timings)
+        outputs = self.respond(results, context)
+        self.record(results, timings)
         try:
             context.metrics.add_time("HandlerTime", round((time.perf_counter() - start) * 1000, 2), None, "ms")
         except Exception:  # metrics are best effort
             log.debug("could not record HandlerTime", exc_info=True)
         return outputs
+
+    def record(self, results: list, timings: Timings) -> None:
+        """The batch's domain metrics: counts by outcome, and the stage times if it was predicted."""
+        served, rejected = outcomes(results)
+        if served:
+            self.emit(MetricTypes.COUNTER, "ForecastsServed", served, "Count")
+        for reason, count in sorted(rejected.items()):
+            self.emit(MetricTypes.COUNTER, "RequestsRejected", count, "Count", Reason=reason)
+        if timings.parse_ms or timings.forward_ms or timings.response_ms:  # Forecaster.predict ran
+            for name, value in (
+                ("ParseTime", timings.parse_ms),
+                ("ForwardTime", timings.forward_ms),
+                ("ResponseTime", timings.response_ms),
+            ):
+                self.emit(MetricTypes.GAUGE, name, round(value, 3), "ms")
+
+    def emit(self, metric_type: MetricTypes, name: str, value: float, unit: str, **dimensions: str) -> None:
+        """Emit one of metrics_config.yaml's model metrics, its dimensions filled by name.
+
+        Best effort: a metrics failure never fails a request. A metric missing from the
+        metrics config is emitted anyway (TorchServe drops it unless auto-detection is on).
+        """
+        metrics = getattr(self.context, "metrics", None)
+        if metrics is None:
+            return
+        values = {
+            "ModelName": self.context.model_name,
+            "ModelVersion": self.forecaster.version if self.forecaster else "",
+            "Level": "Model",
+            **dimensions,
+        }
+        try:
+            try:
+                metric = metrics.get_metric(name, metric_type)
+            except MetricsCacheKeyError:
+                metric = metrics.add_metric_to_cache(name, unit, list(values), metric_type)
+            ids = getattr(self.context, "request_ids", None)
+            request_id = ",".join(map(str, ids.values())) if isinstance(ids, dict) else str(ids or "")
+            metric.add_or_update(value, [str(values.get(d, "")) for d in metric.dimension_names], request_id)
+        except Exception:
+            log.debug("could not emit metric %s", name, exc_info=True)
 
     def describe_handle(self) -> dict:
         """``GET /models/<name>?customized=true`` shows this as ``customizedMetadata``."""
@@ -208,8 +280,9 @@ class XLSTMHandler(BaseHandler):
 
     # -- the three stages, each isolating one request's failure -----------------------------
 
-    def forecast(self, data: list) -> list:
-        """Per request: the response dict, an `InputError`, or a `failure` (status, body)."""
+    def forecast(self, data: list, timings: Timings | None = None) -> list:
+        """Per request: the response dict, an `InputError`, or a `failure` (status, body);
+        ``timings`` gets the stage times of the batch's `Forecaster.predict`."""
         results: list = [None] * len(data)
         payloads, slots = [], []
         for i, request in enumerate(data):
@@ -221,12 +294,11 @@ class XLSTMHandler(BaseHandler):
             except Exception as exc:
                 results[i] = self._internal(exc, i)
         if payloads:
-            for i, result in zip(slots, self._predict(payloads, slots), strict=True):
+            for i, result in zip(slots, self._predict(payloads, slots, timings or Timings()), strict=True):
                 results[i] = result
         return results
 
-    def _predict(self, payloads: list, slots: list[int]) -> list:
-        timings = Timings()
+    def _predict(self, payloads: list, slots: list[int], timings: Timings) -> list:
         try:
             return self.forecaster.predict(payloads, timings)
         except Exception as exc:

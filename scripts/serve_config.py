@@ -3,11 +3,13 @@
     python scripts/serve_config.py OUT [--model-store DIR] [--set key=value ...]
     python scripts/serve_config.py --models      # model names that load_models starts with
 
-config.properties keeps paths out of the file (``@MODEL_STORE@``): TorchServe resolves a
-relative ``model_store`` against its own working directory, and ``allowed_urls`` must be an
-absolute ``file://`` regex. This fills in the absolute model store (regex-escaped inside
-``allowed_urls``) and applies ``--set`` overrides (the tests use them for free ports). Used by
-scripts/serve.sh and tests/conftest.py.
+config.properties keeps paths out of the file (``@MODEL_STORE@``, ``@APP_DIR@``): TorchServe
+resolves a relative ``model_store`` or ``metrics_config`` against its own working directory,
+and ``allowed_urls`` must be an absolute ``file://`` regex. This fills in the absolute model
+store (regex-escaped inside ``allowed_urls``) and the application directory (this repository,
+or /opt/alm in the container image: where metrics_config.yaml lies), and applies ``--set``
+overrides (the tests use them for free ports). Used by scripts/serve.sh, tests/conftest.py and
+docker/entrypoint.sh.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "config.properties"
 PLACEHOLDER = "@MODEL_STORE@"
+#: The directory holding this repository's files (metrics_config.yaml): the repository root.
+APP_PLACEHOLDER = "@APP_DIR@"
 
 
 def _properties_escape(value: str) -> str:
@@ -26,9 +30,13 @@ def _properties_escape(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
-def render(model_store: Path, overrides: dict[str, str] | None = None, template: Path = TEMPLATE) -> str:
-    """The template with the model store filled in and ``overrides`` applied (new keys appended)."""
+def render(
+    model_store: Path, overrides: dict[str, str] | None = None, template: Path = TEMPLATE, app_dir: Path = ROOT
+) -> str:
+    """The template with the model store and application directory filled in and ``overrides``
+    applied (new keys appended)."""
     store = str(Path(model_store).resolve())
+    app = _properties_escape(str(Path(app_dir).resolve()))
     pending = dict(overrides or {})
     out = []
     for line in template.read_text().splitlines():
@@ -41,7 +49,7 @@ def render(model_store: Path, overrides: dict[str, str] | None = None, template:
                 line = line.replace(PLACEHOLDER, _properties_escape(re.escape(store)))
             else:
                 line = line.replace(PLACEHOLDER, _properties_escape(store))
-        out.append(line)
+        out.append(line.replace(APP_PLACEHOLDER, app))
     out.extend(f"{key}={_properties_escape(value)}" for key, value in pending.items())
     return "\n".join(out) + "\n"
 
