@@ -145,7 +145,7 @@ def test_empty_batch_and_sequence():
 @pytest.mark.parametrize("hidden", [256, 136, 32])
 def test_bitwise_batch_and_thread_invariance(hidden):
     """A sample's numbers are the same bits alone, in any sub-batch and with 1 or 2 threads
-    (batch 1 on 2 threads splits the hidden units across the threads; batch 37 splits the batch)."""
+    (sLSTM batch 1 and 3 on 2 threads split the hidden units across the threads; batch 37 the samples)."""
     x_gates, s_weight = slstm_inputs(37, 20, hidden, seed=12)
     m_gates, q, k, v, m_weight = mlstm_inputs(37, 20, hidden, seed=13)
     with torch.inference_mode():

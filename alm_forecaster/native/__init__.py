@@ -35,7 +35,10 @@ _HERE = Path(__file__).resolve().parent
 SOURCES = (_HERE / "recurrence.cpp",)
 BUILD_DIR = _HERE / "_build"
 #: -march=native: the library is built on the machine that runs it. No -ffast-math (exp/tanh stay exact).
-EXTRA_CFLAGS = ("-O3", "-march=native", "-Wall")
+#: -fopenmp: at::parallel_for is a header template; without OpenMP it silently runs on one thread.
+#: The library then links libgomp.so.1, which resolves to the copy torch has already loaded.
+EXTRA_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-Wall")
+EXTRA_LDFLAGS = ("-fopenmp",)
 
 _loaded = False
 _load_error: str | None = None
@@ -153,6 +156,7 @@ def _compile(verbose: bool) -> Path:
         name=LIBRARY_NAME,
         sources=[str(src) for src in SOURCES],
         extra_cflags=list(EXTRA_CFLAGS),
+        extra_ldflags=list(EXTRA_LDFLAGS),
         build_directory=str(BUILD_DIR),
         is_python_module=False,
         verbose=verbose,

@@ -12,8 +12,11 @@
 //   U <- (f / s_prev) * U + (i * v) k^T, fused in one pass with max|U| and the read-out
 //   q^T U; then s = 1 + max|U| / 10 and h = o * (q^T U) / s. Same numbers as normalising
 //   the matrix each step, up to rounding.
-// * Work is split over the batch with at::parallel_for, one region per call (no per-step
-//   synchronisation). mLSTM samples run in small groups whose memories fit in L2.
+// * Threads (at::parallel_for, so the library is built with -fopenmp): batch mode splits the
+//   samples over the threads, one parallel region per call and no synchronisation; mLSTM
+//   samples run in small groups whose memories fit in L2. For sLSTM batches smaller than 2 x
+//   threads (batch 1 above all), cooperative mode splits the hidden units (W_hh rows) instead,
+//   with one spin barrier per step. Every mode gives the same bits.
 // * exp / tanh / sigmoid are vectorised (Cephes-style, ~1-2 ulp); built without -ffast-math.
 // The kernels themselves are in kernels.h (no torch dependency).
 
