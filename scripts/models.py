@@ -1,0 +1,376 @@
+"""Model lifecycle over TorchServe's management API: register, scale, set the default, unregister, list.
+
+    python scripts/models.py register ARCHIVE.mar [--workers N] [--wait] [--timeout S] [--name NAME]
+    python scripts/models.py scale MODEL[/VERSION] --min N [--max M] [--timeout S]
+    python scripts/models.py set-default MODEL VERSION
+    python scripts/models.py unregister MODEL [VERSION] [--all]
+    python scripts/models.py list [--json]
+    python scripts/models.py describe MODEL[/VERSION]
+
+Common options (after the subcommand): ``--url`` (default $ALM_MANAGEMENT_URL or
+http://127.0.0.1:8081), ``--token-file`` (TorchServe's key_file.json, key ``management``).
+Token, first found: --token-file, $ALM_MANAGEMENT_TOKEN, .serve/key_file.json (scripts/serve.sh);
+a key file is read again once when the server refuses its key (keys expire and rotate).
+
+register   ``POST /models?url=ARCHIVE&synchronous=false&initial_workers=N``: returns at once
+           (202); with ``--wait``, polls until the new version's N workers are READY (the model
+           is found by its archive URL, so name and version need not be given). ARCHIVE is the
+           file name of an archive in the server's model store (TorchServe refuses anything
+           outside it: config.properties' allowed_urls); a path (with a ``/``) is sent as a
+           ``file://`` URL of that absolute path, which must lie in the model store too.
+scale      ``PUT /models/MODEL[/VERSION]?min_worker=N[&max_worker=M]&synchronous=true``, then
+           waits until the workers are READY and their count is between N and M. Without
+           ``--max`` TorchServe sets max_worker to N as well: the model gets exactly N workers
+           (up or down); with ``--max M`` it keeps between N and M (it stops workers above M).
+set-default  ``PUT /models/MODEL/VERSION/set-default``: unversioned requests go to VERSION.
+unregister ``DELETE /models/MODEL[/VERSION]``; without VERSION TorchServe removes the default
+           version, which it refuses while other versions exist; ``--all`` removes every
+           version (the default one last).
+list       every model and version with its config and workers (``describe`` with
+           ``customized=true``: the handler's own description of the served model); ``*`` marks
+           the default version. ``--json`` prints the descriptions as JSON.
+describe   ``GET /models/MODEL[/VERSION]?customized=true`` as JSON.
+
+Errors are the server's own message (``HTTP 404: Model not found: nope``) on stderr, exit
+status 1; 2 for bad arguments or an unreadable token file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.client import SERVE_KEY_FILE, Token, UsageError, server_message, token_refused  # noqa: E402
+
+TOKEN_ENV = "ALM_MANAGEMENT_TOKEN"
+POLL_S = 0.25
+
+
+class ApiError(Exception):
+    """A management call that failed: the server's message, or why there was no answer."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.args[0]}" if self.status is not None else self.args[0]
+
+
+class Management:
+    """The management API of one TorchServe, with its token."""
+
+    def __init__(self, url: str, token: Token, timeout: float = 60.0) -> None:
+        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self.session = requests.Session()
+
+    def call(self, method: str, path: str, ok: tuple[int, ...] = (200,), **params) -> object:
+        """One call; its JSON on an ``ok`` status, else `ApiError` with the server's message."""
+        params = {k: v for k, v in params.items() if v is not None}
+        token, refreshed = self.token.value, False
+        while True:
+            try:
+                response = self.session.request(
+                    method, self.url + path, params=params, headers=self.token.headers(token), timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                raise ApiError(f"no answer from {self.url} ({type(exc).__name__}: {exc})") from None
+            if token_refused(response) and not refreshed:
+                refreshed, new = True, self.token.refresh(token)
+                if new is not None:  # the key rotated: once more with the new one
+                    token = new
+                    continue
+            if response.status_code not in ok:
+                message = server_message(response)
+                if token_refused(response):
+                    message += f" (the management token was refused: check --token-file or ${TOKEN_ENV})"
+                raise ApiError(message, response.status_code)
+            try:
+                return response.json()
+            except ValueError:
+                return response.text
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        names, page = [], None
+        while True:
+            body = self.call("GET", "/models", limit=100, next_page_token=page)
+            names += [m["modelName"] for m in body.get("models", [])]
+            page = body.get("nextPageToken")
+            if not page:
+                return names
+
+    def describe(self, model: str, version: str | None = None, customized: bool = False) -> dict:
+        path = f"/models/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
+        return self.call("GET", path, customized="true" if customized else None)[0]
+
+    def versions(self, model: str) -> list[dict]:
+        return self.call("GET", f"/models/{quote(model, safe='')}/all")
+
+    def wait(self, ready, what: str, timeout: float) -> dict:
+        """Poll until ``ready()`` returns a description (not None); `ApiError` on timeout."""
+        deadline, last = time.monotonic() + timeout, "no answer yet"
+        while True:
+            try:
+                found, last = ready()
+                if found is not None:
+                    return found
+            except ApiError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    f"{what}: not ready after {timeout:g} s (last seen: {last}); the server's model_log.log "
+                    "says why a worker does not start"
+                )
+            time.sleep(POLL_S)
+
+
+def split_model(value: str) -> tuple[str, str | None]:
+    name, _, version = value.partition("/")
+    if not name:
+        raise UsageError(f"expected MODEL or MODEL/VERSION, got {value!r}")
+    return name, version or None
+
+
+def worker_summary(description: dict) -> str:
+    statuses = [w.get("status", "?") for w in description.get("workers", [])]
+    return f"{statuses.count('READY')}/{len(statuses)} READY" + (
+        f" ({', '.join(sorted(set(statuses) - {'READY'}))})" if set(statuses) - {"READY"} else ""
+    )
+
+
+def all_ready(description: dict, low: int, high: int | None = None) -> bool:
+    """Every worker READY and their count within [low, high]."""
+    workers = description.get("workers", [])
+    count = len(workers)
+    return all(w.get("status") == "READY" for w in workers) and low <= count <= (count if high is None else high)
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+
+
+def archive_url(archive: str) -> str:
+    if "://" in archive or "/" not in archive:
+        return archive
+    return Path(archive).resolve().as_uri()
+
+
+def cmd_register(api: Management, args) -> int:
+    url = archive_url(args.archive)
+    api.call(
+        "POST",
+        "/models",
+        ok=(200, 202),
+        url=url,
+        synchronous="false",
+        initial_workers=args.workers,
+        model_name=args.name,
+    )
+    print(f"registering {url} with {args.workers} worker(s) (asynchronous)", file=sys.stderr)
+    if not args.wait:
+        return 0
+    candidates = {url, url.rsplit("/", 1)[-1]}
+
+    def ready():
+        for name in [args.name] if args.name else api.model_names():
+            for entry in api.versions(name):
+                if entry.get("modelUrl") in candidates:
+                    if all_ready(entry, args.workers):
+                        return entry, ""
+                    return None, f"{name} {entry['modelVersion']}: {worker_summary(entry)}"
+        return None, "not registered yet"
+
+    entry = api.wait(ready, f"{url}", args.timeout)
+    print(f"{entry['modelName']} {entry['modelVersion']}: {worker_summary(entry)}")
+    return 0
+
+
+def cmd_scale(api: Management, args) -> int:
+    name, version = split_model(args.model)
+    if args.max is not None and args.max < args.min:
+        raise UsageError("--max must be >= --min")
+    path = f"/models/{quote(name, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
+    body = api.call(
+        "PUT",
+        path,
+        ok=(200, 202),
+        min_worker=args.min,
+        max_worker=args.max,
+        synchronous="true",
+        timeout=int(args.timeout),
+    )
+    print(body.get("status", body) if isinstance(body, dict) else body, file=sys.stderr)
+
+    def ready():
+        described = api.describe(name, version)
+        high = args.max if args.max is not None else max(described.get("maxWorkers", args.min), args.min)
+        return (described if all_ready(described, args.min, high) else None), worker_summary(described)
+
+    described = api.wait(ready, f"{args.model} workers", args.timeout)
+    print(
+        f"{described['modelName']} {described['modelVersion']}: {worker_summary(described)} "
+        f"(min {described['minWorkers']}, max {described['maxWorkers']})"
+    )
+    return 0
+
+
+def cmd_set_default(api: Management, args) -> int:
+    body = api.call("PUT", f"/models/{quote(args.model, safe='')}/{quote(args.version, safe='')}/set-default")
+    print(body.get("status", body) if isinstance(body, dict) else body)
+    return 0
+
+
+def cmd_unregister(api: Management, args) -> int:
+    model = quote(args.model, safe="")
+    if args.all:
+        if args.version:
+            raise UsageError("give either VERSION or --all")
+        default = api.describe(args.model)["modelVersion"]
+        versions = [e["modelVersion"] for e in api.versions(args.model)]
+        order = [v for v in versions if v != default] + [default]
+    else:
+        order = [args.version]
+    for version in order:
+        body = api.call("DELETE", f"/models/{model}" + (f"/{quote(version, safe='')}" if version else ""))
+        print(body.get("status", body) if isinstance(body, dict) else body)
+    return 0
+
+
+def descriptions(api: Management) -> list[dict]:
+    """Every version of every model, described with customized=true, ``default`` marked."""
+    out = []
+    for name in api.model_names():
+        default = api.describe(name)["modelVersion"]
+        for entry in api.versions(name):
+            version = entry["modelVersion"]
+            try:
+                described = api.describe(name, version, customized=True)
+            except ApiError as exc:  # no worker to ask (scaled to 0, still loading): the plain description
+                described = {**entry, "customizedMetadata": {"error": str(exc)}}
+            out.append({**described, "default": version == default})
+    return out
+
+
+def cmd_list(api: Management, args) -> int:
+    described = descriptions(api)
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    header = ("MODEL", "VERSION", "DEFAULT", "WORKERS", "MIN-MAX", "BATCH", "DELAY", "DEVICE", "ARCHIVE", "SERVED")
+    rows = [header]
+    for d in described:
+        meta = d.get("customizedMetadata") or {}
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except ValueError:
+                meta = {}
+        served = (
+            f"{meta.get('parameter_count', '?')} params, {meta.get('predicted_steps', '?')} steps, "
+            f"accepts {'+'.join(meta.get('accepts') or ['?'])}"
+            if "error" not in meta
+            else meta["error"]
+        )
+        rows.append(
+            (
+                d["modelName"],
+                d["modelVersion"],
+                "*" if d["default"] else "",
+                worker_summary(d),
+                f"{d.get('minWorkers')}-{d.get('maxWorkers')}",
+                str(d.get("batchSize")),
+                f"{d.get('maxBatchDelay')}ms",
+                str(meta.get("device", d.get("deviceType"))),
+                d.get("modelUrl", ""),
+                served,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + str(row[-1]))
+    return 0
+
+
+def cmd_describe(api: Management, args) -> int:
+    name, version = split_model(args.model)
+    print(json.dumps(api.describe(name, version, customized=True), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("ALM_MANAGEMENT_URL", "http://127.0.0.1:8081"),
+        help="management API (default: $ALM_MANAGEMENT_URL or http://127.0.0.1:8081)",
+    )
+    common.add_argument("--token-file", type=Path, help="TorchServe key_file.json (key 'management')")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("register", parents=[common], help="register an archive (asynchronously)")
+    p.add_argument("archive", help="archive file name in the model store (or a path inside it)")
+    p.add_argument("--workers", type=int, default=1, help="initial workers (default 1)")
+    p.add_argument("--name", help="register under this model name instead of the archive's")
+    p.add_argument("--wait", action="store_true", help="wait until the workers are READY")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    p.set_defaults(run=cmd_register)
+
+    p = sub.add_parser("scale", parents=[common], help="set a model's worker range and wait for it")
+    p.add_argument("model", metavar="MODEL[/VERSION]")
+    p.add_argument("--min", type=int, required=True, help="min workers (started now)")
+    p.add_argument("--max", type=int, help="max workers (default: --min, i.e. exactly N workers)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    p.set_defaults(run=cmd_scale)
+
+    p = sub.add_parser("set-default", parents=[common], help="make VERSION the model's default")
+    p.add_argument("model")
+    p.add_argument("version")
+    p.set_defaults(run=cmd_set_default)
+
+    p = sub.add_parser("unregister", parents=[common], help="unregister a model version")
+    p.add_argument("model")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--all", action="store_true", help="every version, the default one last")
+    p.set_defaults(run=cmd_unregister)
+
+    p = sub.add_parser("list", parents=[common], help="models, versions, config and workers")
+    p.add_argument("--json", action="store_true", help="the descriptions as JSON")
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("describe", parents=[common], help="one model's description (customized=true)")
+    p.add_argument("model", metavar="MODEL[/VERSION]")
+    p.set_defaults(run=cmd_describe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 1) < 1 or getattr(args, "min", 0) < 0:
+        print("error: --workers must be >= 1 and --min >= 0", file=sys.stderr)
+        return 2
+    try:
+        token = Token.resolve(args.token_file, env=TOKEN_ENV, default_file=SERVE_KEY_FILE, kind="management")
+        return args.run(Management(args.url, token), args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
