@@ -231,8 +231,9 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_secrets():
                 if line.strip() and not line.startswith("#")]
     for needed in ("requirements.txt", "scripts/setup_env.sh", "scripts/build_archive.py", "scripts/build_native.py",
                    "scripts/serve_config.py", "scripts/make_seed_checkpoint.py", "alm_forecaster/__init__.py",
-                   "alm_forecaster/native/recurrence.cpp", "handlers/xlstm_handler.py",
-                   "archive_configs/default.yaml", "models/seed_untrained.pt", "docker/entrypoint.sh",
+                   "alm_forecaster/native/recurrence.cpp", "alm_forecaster/native/kernels.h",
+                   "handlers/xlstm_handler.py", "archive_configs/default.yaml", "models/sp500_xlstm.pt",
+                   "docker/entrypoint.sh",
                    "docker/config.properties", "docker/healthcheck.py", "docker/token_gateway.py"):
         assert not dockerignore_excludes(needed, patterns), f".dockerignore drops {needed}"
     for dropped in (".venv/bin/python", ".git/config", "key_file.json", ".serve/key_file.json",
@@ -297,7 +298,7 @@ def test_entrypoint_renders_the_container_config_and_refuses_missing_archives(tm
 def test_entrypoint_default_models_and_passthrough(tmp_path):
     (tmp_path / "store.d").mkdir()
     done = run(["bash", str(ROOT / "docker" / "entrypoint.sh")], env=entrypoint_env(tmp_path))
-    assert done.returncode == 1 and "seed_untrained.mar not found" in done.stderr
+    assert done.returncode == 1 and "sp500_xlstm.mar not found" in done.stderr
     done = run(["bash", str(ROOT / "docker" / "entrypoint.sh"), "echo", "sidecar"], env=entrypoint_env(tmp_path))
     assert done.returncode == 0 and done.stdout.strip() == "sidecar"
 
