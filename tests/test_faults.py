@@ -36,6 +36,7 @@ from scripts.make_seed_checkpoint import seed_checkpoint
 from tests.conftest import ROOT, TorchServeClient
 from tests.data import TINY, embeddings_csv, write_checkpoint
 from tests.test_hostile_inputs import assert_forecast, register, unregister
+from tests.test_openapi import validate
 
 #: A worker must be back within this (measured ~4-6 s on an idle 2-core machine).
 RECOVERY_LIMIT_S = 60
@@ -100,6 +101,8 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
             # In flight at the kill: a loud failure, never a 2xx with something else inside.
             assert isinstance(answer, Exception) or answer.status_code >= 500, _show(answer)
             assert isinstance(answer, Exception) or "predicted_prices" not in answer.text
+            if isinstance(answer, requests.Response):
+                validate("/predictions/{model}", answer)  # a status and body docs/openapi.yaml lists
             failed.append(_show(answer))
         after = [a for s, _, _, a in log if s > ready_at]
         assert len(after) >= 10 and all(_ok(a) for a in after)
