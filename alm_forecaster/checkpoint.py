@@ -78,7 +78,7 @@ def build_checkpoint(payload: object, path: Path, sha256: str = "") -> LoadedChe
 
     config, warnings = _reconcile_config(declared, state, metadata, path)
     _check_finite(state, path)
-    model = XLSTMForecaster(config)
+    model = _empty_model(config)
     _check_tensors(model, state, path)
     model.load_state_dict(state, strict=True)
     model.eval()
@@ -176,9 +176,32 @@ def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
     for name, tensor in state.items():
         if not tensor.is_floating_point():
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, expected floating point.")
+        # Screen first: NaN and inf propagate through a sum, so a finite sum means every value
+        # is finite (~6x faster than the element-wise check at full size); the exact check
+        # runs only when the screen fails (a non-finite value, or a sum that overflowed).
+        if torch.isfinite(tensor.sum()):
+            continue
         if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())
             raise CheckpointError(f"{path}: tensor {name!r} has {bad} non-finite values (NaN or inf).")
+
+
+def _empty_model(config: ModelConfig) -> XLSTMForecaster:
+    """The network with uninitialised CPU parameters: the strict ``load_state_dict`` that follows
+    overwrites every one of them, so the random initialisation (~0.1 s at full size, a worker's
+    start-up time) is skipped. Built on the meta device, then each parameter is replaced by an
+    empty CPU tensor (``Module.to_empty`` would import sympy on its first call: ~0.6 s). Falls
+    back to a normal construction if the module ever holds buffers or shared parameters."""
+    with torch.device("meta"):
+        model = XLSTMForecaster(config)
+    params = list(model.named_parameters(remove_duplicate=False))
+    if any(True for _ in model.buffers()) or len({id(p) for _, p in params}) != len(params):
+        return XLSTMForecaster(config)
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            empty = torch.empty(param.shape, dtype=param.dtype, device="cpu")
+            setattr(module, name, torch.nn.Parameter(empty, requires_grad=param.requires_grad))
+    return model
 
 
 def _check_tensors(model: XLSTMForecaster, state: dict[str, torch.Tensor], path: Path) -> None:

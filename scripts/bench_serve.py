@@ -1,0 +1,1020 @@
+"""Load benchmark: in-process forward vs TorchServe end to end vs the plain step-by-step path.
+
+    python scripts/bench_serve.py --out BENCHMARKS.md          # the full run (~10 min, 2 cores)
+    python scripts/bench_serve.py --quick --out /tmp/bench.md  # smoke run, tiny model (~40 s)
+
+One run measures, for the full seed-size model (``models/seed_untrained.pt``, random weights,
+made by scripts/make_seed_checkpoint.py when missing) and the default model
+(``models/sp500_xlstm.pt``):
+
+* in process (scripts/bench_model.py's functions): the fast forward, the same forward without
+  the compiled kernel, and the plain step-by-step oracle (tests/oracle.py) at batch 1/8/32/64,
+  plus ``Forecaster.predict`` on CSV payloads (parse + forward + response);
+* TorchServe end to end: a private server (tests/conftest.py's ``start_torchserve``: free
+  loopback ports, its own TMPDIR/TEMP/LOG_LOCATION, stopped with nothing left) with the
+  shipped config.properties; each model registered through the management API with each
+  batchSize (and its maxBatchDelay), then closed-loop load at each concurrency, bounded by
+  ``--requests`` and ``--seconds``: p50/p90/p99 latency, throughput, errors, TorchServe's own
+  QueueTime (``ts_queue_latency_microseconds`` delta), frontend latency, HandlerTime and
+  PredictionTime per batch (the ``[METRICS]`` lines of ts_log.log), the batch sizes formed, CPU
+  time per request of the client, the JVM and the workers, and the RSS of the JVM and of each
+  worker (psutil);
+* worker start: registration (archive unpack + worker start + model ready), scale-up, and a
+  profile of the worker's start-up phases;
+* a tuning sweep of workers x torch threads x batchSize x maxBatchDelay for the seed model;
+
+and writes the Markdown report (``--out``) and a latency-vs-throughput plot (``--plot``).
+Every figure is also stated as a ratio against the plain step-by-step path measured in the
+same run. The client runs on the same machine: its CPU time is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from alm_forecaster import native  # noqa: E402
+from alm_forecaster.checkpoint import load_checkpoint  # noqa: E402
+from alm_forecaster.config import ModelConfig  # noqa: E402
+from alm_forecaster.forecaster import Forecaster  # noqa: E402
+from scripts import bench_model, build_archive, serve_config  # noqa: E402
+from tests.conftest import TorchServeClient, start_torchserve  # noqa: E402
+from tests.data import TINY, embeddings_csv, write_checkpoint  # noqa: E402
+
+SEED_CHECKPOINT = ROOT / "models" / "seed_untrained.pt"
+DEFAULT_MODEL = "sp500_xlstm"
+#: TorchServe log timestamps: 2026-11-29T01:23:12,054
+_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d),(\d{3}) ")
+_METRIC = re.compile(r"\[METRICS\](\w+)\.\w+:([-\d.eE+]+)\|#([^|]*)\|")
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def machine() -> dict:
+    lscpu = _run(["lscpu"])
+    fields = dict(
+        (k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    )
+    flags = fields.get("Flags", "").split()
+    return {
+        "cpu": fields.get("Model name", platform.processor()),
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "cpu_flags": " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags),
+        "l2": fields.get("L2 cache", ""),
+        "l3": fields.get("L3 cache", ""),
+        "hypervisor": fields.get("Hypervisor vendor", ""),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchserve": _version("torchserve"),
+        "torch_model_archiver": _version("torch-model-archiver"),
+        "java": (_run(["java", "-version"], stderr=True).splitlines() or ["?"])[0],
+        "native_kernel": native.is_loaded(),
+        "free_m": _run(["free", "-m"]).strip(),
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _run(command: list[str], stderr: bool = False) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stderr if stderr else done.stdout
+
+
+class CpuMeter:
+    """CPU seconds used by the whole machine and by the given processes over a phase, so the
+    report can say how much of the machine someone else was using meanwhile."""
+
+    def __init__(self) -> None:
+        self.start_busy = _busy()
+        self.start_wall = time.monotonic()
+
+    def foreign_cores(self, ours_cpu_s: float) -> float:
+        wall = time.monotonic() - self.start_wall
+        return max(0.0, (_busy() - self.start_busy - ours_cpu_s) / wall) if wall > 0 else 0.0
+
+
+def _busy() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+
+
+def _proc_cpu(process: psutil.Process) -> float:
+    try:
+        t = process.cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0
+
+
+def wait_quiet(max_load: float, max_wait_s: float) -> float:
+    """Wait (up to ``max_wait_s``) until the 1-minute load average is below ``max_load``."""
+    deadline = time.monotonic() + max_wait_s
+    while os.getloadavg()[0] >= max_load and time.monotonic() < deadline:
+        print(f"waiting for a quiet machine: load {os.getloadavg()[0]:.2f} >= {max_load}", flush=True)
+        time.sleep(20)
+    return os.getloadavg()[0]
+
+
+# --------------------------------------------------------------------------- in process
+
+
+@dataclass
+class BenchModel:
+    """A model to benchmark: its name, checkpoint and config."""
+
+    name: str
+    checkpoint: Path
+    config: ModelConfig
+    label: str
+
+
+def in_process(model: BenchModel, batches: list[int], runs: int, plain_runs: int, payloads: list[bytes]) -> dict:
+    """Fast / pure-PyTorch / plain forward at 2 threads (bench_model.measure), the fast forward at
+    1 thread, and Forecaster.predict (parse + forward + response) at 1 and 2 threads."""
+    out: dict = {"threads": {}}
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out["rows"] = bench_model.measure(model.config, batches, runs, plain_runs, compile_=False)
+        torch.manual_seed(0)
+        from alm_forecaster.model import XLSTMForecaster
+
+        net = XLSTMForecaster(model.config).eval()
+        forecaster = Forecaster(load_checkpoint(model.checkpoint), model.name, device=torch.device("cpu"))
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            per = {}
+            for batch in batches:
+                x = torch.randn(batch, model.config.seq_len, model.config.input_size)
+                per[batch] = {"fast_ms": bench_model.median_ms(lambda x=x: net(x), runs)}
+                chunk = (payloads * (batch // len(payloads) + 1))[:batch]
+                per[batch]["predict_ms"] = bench_model.median_ms(lambda c=chunk: forecaster.predict(c), runs)
+            out["threads"][threads] = per
+        one = payloads[0]
+        out["parse_ms"] = bench_model.median_ms(lambda: forecaster.parse(one), max(runs, 50))
+    finally:
+        torch.set_num_threads(previous)
+    return out
+
+
+# --------------------------------------------------------------------------- load client
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    requests: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def run_load(
+    url: str,
+    path: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    check: bytes = b'"predicted_prices"',
+) -> LoadResult:
+    """Closed loop: ``concurrency`` keep-alive connections, each sending its next request as soon
+    as the previous answer is in, until ``max_requests`` are sent or ``max_seconds`` pass.
+    A request counts as an error unless it is a 200 whose body contains ``check``."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    counter = itertools.count()
+    deadline = time.monotonic() + max_seconds
+    result = LoadResult(concurrency)
+    lock = threading.Lock()
+    spans: list[tuple[float, float]] = []
+
+    def worker(offset: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        local, errors = [], []
+        try:
+            while True:
+                n = next(counter)
+                if n >= max_requests or time.monotonic() > deadline:
+                    break
+                body = bodies[(n + offset) % len(bodies)]
+                start = time.perf_counter()
+                try:
+                    conn.request("POST", path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    ok = response.status == 200 and check in data
+                    if not ok:
+                        errors.append(f"{response.status} {data[:200]!r}")
+                except (OSError, http.client.HTTPException) as exc:
+                    ok = False
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    conn.close()
+                    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+                end = time.perf_counter()
+                local.append((start, end, ok))
+        finally:
+            conn.close()
+            with lock:
+                for start, end, ok in local:
+                    spans.append((start, end))
+                    if ok:
+                        result.latencies_ms.append((end - start) * 1e3)
+                result.errors += len(errors)
+                result.error_samples.extend(errors[: 3 - len(result.error_samples)])
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if spans:
+        result.seconds = max(e for _, e in spans) - min(s for s, _ in spans)
+    result.requests = len(result.latencies_ms)
+    return result
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, str], float]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "{" not in line:
+            continue
+        match = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+        if match:
+            out[(match.group(1), match.group(2))] = float(match.group(3))
+    return out
+
+
+def metric_sum(metrics: dict, name: str, **labels: str) -> float:
+    return sum(
+        v for (n, lab), v in metrics.items() if n == name and all(f'{k}="{w}"' in lab for k, w in labels.items())
+    )
+
+
+def log_time(line: str) -> float | None:
+    match = _TS.match(line)
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").timestamp() + int(match.group(2)) / 1e3
+
+
+class Server:
+    """A private TorchServe (tests/conftest.py's start_torchserve) and what the benchmark does with it."""
+
+    def __init__(self, client: TorchServeClient) -> None:
+        self.client = client
+        self.ts_log = client.log_dir / "ts_log.log"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # start_torchserve returns once the keys exist
+            with contextlib.suppress(requests.ConnectionError):
+                if client.manage("GET", "/models").ok:
+                    break
+            time.sleep(0.05)
+        self.jvm = next((p for p in client.processes() if "java" in p.name()), None)
+
+    def log_offset(self) -> int:
+        return self.ts_log.stat().st_size if self.ts_log.exists() else 0
+
+    def log_since(self, offset: int) -> list[str]:
+        with open(self.ts_log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace").splitlines()
+
+    def register(self, archive: str, name: str, batch_size: int, delay_ms: int, workers: int) -> dict:
+        offset = self.log_offset()
+        params = {
+            "url": archive,
+            "batch_size": batch_size,
+            "max_batch_delay": delay_ms,
+            "initial_workers": workers,
+            "synchronous": "true",
+        }
+        start = time.monotonic()
+        response = self.client.manage("POST", "/models", params=params)
+        if response.status_code != 200:
+            raise RuntimeError(f"registering {archive}: {response.status_code} {response.text}")
+        self.client.wait_ready(name, count=workers)
+        elapsed = time.monotonic() - start
+        time.sleep(0.3)  # let the log catch up
+        phases = worker_phases(self.log_since(offset), name)
+        metrics = parse_prometheus(self.client.metrics())
+        load_ms = [v for (n, lab), v in metrics.items() if n == "WorkerLoadTime" and f"-{name}_" in lab]
+        return {"register_s": elapsed, "phases": phases, "worker_load_ms": load_ms}
+
+    def scale_up(self, name: str, workers: int) -> dict:
+        """One more worker (PUT min_worker): its start without the archive unpack."""
+        offset = self.log_offset()
+        start = time.monotonic()
+        response = self.client.manage(
+            "PUT", f"/models/{name}", params={"min_worker": workers + 1, "synchronous": "true"}
+        )
+        response.raise_for_status()
+        self.client.wait_ready(name, count=workers + 1)
+        elapsed = time.monotonic() - start
+        time.sleep(0.3)
+        phases = worker_phases(self.log_since(offset), name)
+        self.client.manage("PUT", f"/models/{name}", params={"min_worker": workers, "max_worker": workers,
+                                                             "synchronous": "true"})
+        deadline = time.monotonic() + 60
+        while len(self.client.workers(name)) > workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return {"scale_up_s": elapsed, "phases": phases}
+
+    def workers(self, name: str) -> list[psutil.Process]:
+        out = []
+        for worker in self.client.workers(name):
+            with contextlib.suppress(psutil.Error, KeyError, TypeError):
+                out.append(psutil.Process(int(worker["pid"])))
+        return out
+
+    def unregister(self, name: str) -> None:
+        processes = self.workers(name)
+        self.client.manage("DELETE", f"/models/{name}", params={"synchronous": "true"})
+        deadline = time.monotonic() + 60
+        while self.client.manage("GET", f"/models/{name}").ok and time.monotonic() < deadline:
+            time.sleep(0.1)
+        psutil.wait_procs(processes, timeout=30)
+
+
+def worker_phases(lines: list[str], name: str) -> list[dict]:
+    """Per worker started in ``lines``: spawn -> Python up (imports done) -> LOAD received ->
+    handler ready -> frontend sees it loaded, from the log timestamps (seconds)."""
+    marks: dict[str, dict[str, float]] = {}
+    for line in lines:
+        match = re.search(r"(W-\d+-" + re.escape(name) + r"_[\w.]+?)(-stdout)? ", line)
+        if not match:
+            continue
+        worker, when = match.group(1), log_time(line)
+        if when is None:
+            continue
+        mark = marks.setdefault(worker, {})
+        if "Worker cmdline" in line:
+            mark.setdefault("spawn", when)
+        elif "s_name_part0=" in line:
+            mark.setdefault("python_up", when)
+        elif re.search(r"model_name: \S+, batchSize", line):
+            mark.setdefault("load_cmd", when)
+        elif " ready on " in line and "MODEL_LOG" in line:
+            mark.setdefault("handler_ready", when)
+        elif "WORKER_STARTED -> WORKER_MODEL_LOADED" in line:
+            mark.setdefault("loaded", when)
+    out = []
+    for worker, mark in sorted(marks.items()):
+        if {"spawn", "loaded"} <= set(mark):
+            row = {"worker": worker, "total_s": mark["loaded"] - mark["spawn"]}
+            order = ["spawn", "python_up", "load_cmd", "handler_ready", "loaded"]
+            present = [k for k in order if k in mark]
+            for a, b in itertools.pairwise(present):
+                row[f"{a}->{b}_s"] = mark[b] - mark[a]
+            out.append(row)
+    return out
+
+
+def batch_metrics(lines: list[str], name: str) -> dict:
+    """HandlerTime / PredictionTime / ParseTime / ForwardTime and forecasts per batch, from the
+    worker's [METRICS] lines in ts_log.log (TorchServe logs each line twice: deduplicated)."""
+    seen, values = set(), {}
+    for line in lines:
+        if "[METRICS]" not in line or f"ModelName:{name}," not in line:
+            continue
+        match = _METRIC.search(line)
+        if not match:
+            continue
+        key = line.split("[METRICS]", 1)[1]
+        if key in seen:
+            continue
+        seen.add(key)
+        values.setdefault(match.group(1), []).append(float(match.group(2)))
+    out = {"batches": len(values.get("PredictionTime", []))}
+    for metric in ("HandlerTime", "PredictionTime", "ParseTime", "ForwardTime"):
+        if values.get(metric):
+            out[f"{metric}_p50_ms"] = statistics.median(values[metric])
+    served = values.get("ForecastsServed", [])
+    if served and out["batches"]:
+        out["mean_batch"] = sum(served) / out["batches"]
+    return out
+
+
+@dataclass
+class CellConfig:
+    model: str
+    workers: int
+    threads: int
+    batch_size: int
+    delay_ms: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.workers}w x {self.threads}t, batch {self.batch_size}, delay {self.delay_ms} ms"
+
+
+def serve_cell(
+    server: Server,
+    archive: str,
+    name: str,
+    cell: CellConfig,
+    concurrencies: list[int],
+    bodies: list[bytes],
+    max_requests: int,
+    max_seconds: float,
+    scale_up: bool = False,
+) -> dict:
+    """Register ``archive`` with the cell's settings, run each concurrency, unregister."""
+    out: dict = {"config": asdict(cell), "levels": []}
+    out["start"] = server.register(archive, name, cell.batch_size, cell.delay_ms, cell.workers)
+    try:
+        if scale_up:
+            out["scale"] = server.scale_up(name, cell.workers)
+        client = server.client
+        headers = {"Content-Type": "text/csv", **client.auth()}
+        path = f"/predictions/{name}"
+        for concurrency in concurrencies:
+            warm = run_load(client.inference_url, path, headers, bodies, concurrency, max(10, 2 * concurrency), 30)
+            if warm.errors:
+                out["warmup_errors"] = warm.error_samples
+            workers = server.workers(name)
+            before = parse_prometheus(client.metrics())
+            offset = server.log_offset()
+            cpu0 = {"jvm": _proc_cpu(server.jvm) if server.jvm else 0.0, "workers": sum(map(_proc_cpu, workers))}
+            client_cpu0 = time.process_time()
+            meter = CpuMeter()
+            n = max(max_requests, 16 * concurrency)
+            result = run_load(client.inference_url, path, headers, bodies, concurrency, n, max_seconds)
+            client_cpu = time.process_time() - client_cpu0
+            jvm_cpu = (_proc_cpu(server.jvm) if server.jvm else 0.0) - cpu0["jvm"]
+            worker_cpu = sum(map(_proc_cpu, workers)) - cpu0["workers"]
+            foreign = meter.foreign_cores(client_cpu + jvm_cpu + worker_cpu)
+            time.sleep(0.3)
+            after = parse_prometheus(client.metrics())
+            served = result.requests + result.errors
+            level = {
+                "concurrency": concurrency,
+                "requests": result.requests,
+                "errors": result.errors,
+                "error_samples": result.error_samples,
+                "seconds": result.seconds,
+                "throughput": result.throughput,
+                "p50_ms": result.percentile(50),
+                "p90_ms": result.percentile(90),
+                "p99_ms": result.percentile(99),
+                "mean_ms": statistics.fmean(result.latencies_ms) if result.latencies_ms else float("nan"),
+                "client_cpu_ms_per_req": client_cpu / served * 1e3 if served else 0.0,
+                "jvm_cpu_ms_per_req": jvm_cpu / served * 1e3 if served else 0.0,
+                "worker_cpu_ms_per_req": worker_cpu / served * 1e3 if served else 0.0,
+                "foreign_cores": foreign,
+                "rss_jvm_mb": _rss_mb(server.jvm),
+                "rss_workers_mb": [_rss_mb(w) for w in workers],
+            }
+            count = metric_sum(after, "ts_inference_requests_total", model_name=name) - metric_sum(
+                before, "ts_inference_requests_total", model_name=name
+            )
+            if count > 0:
+                for metric, key in (
+                    ("ts_queue_latency_microseconds", "queue_ms"),
+                    ("ts_inference_latency_microseconds", "frontend_ms"),
+                ):
+                    delta = metric_sum(after, metric, model_name=name) - metric_sum(before, metric, model_name=name)
+                    level[key] = delta / count / 1e3
+            level.update(batch_metrics(server.log_since(offset), name))
+            out["levels"].append(level)
+            print(
+                f"  {name} [{cell.label}] c={concurrency}: {result.requests} ok, {result.errors} errors, "
+                f"p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms, {result.throughput:.1f} req/s, "
+                f"batch {level.get('mean_batch', 0):.1f}, foreign load {foreign:.2f} cores",
+                flush=True,
+            )
+    finally:
+        server.unregister(name)
+    return out
+
+
+def _rss_mb(process: psutil.Process | None) -> float:
+    try:
+        return process.memory_info().rss / 2**20 if process else float("nan")
+    except psutil.Error:
+        return float("nan")
+
+
+def build_archives(models: list[BenchModel], threads: list[int], store: Path) -> dict[tuple[str, int], str]:
+    """One archive per (model, torch threads): the model's effective YAML with handler.threads
+    overridden. Returns (model, threads) -> registered model name (= archive name)."""
+    names = {}
+    for model in models:
+        for count in threads:
+            name = f"{model.name}_t{count}"
+            config_path = build_archive.CONFIG_DIR / f"{model.name}.yaml"
+            spec = build_archive.resolve_spec(
+                model.name, checkpoint=model.checkpoint, config_path=config_path if config_path.exists() else None
+            )
+            spec.config.setdefault("handler", {})["threads"] = count
+            spec.name = spec.archive_name = name
+            build_archive.build(spec, store)
+            names[(model.name, count)] = name
+    return names
+
+
+# --------------------------------------------------------------------------- worker start profile
+
+_PROFILE_CODE = r"""
+import json, sys, time
+marks = {"interpreter": time.time()}
+import torch
+marks["import_torch"] = time.time()
+import ts.model_service_worker  # noqa: F401  (what the worker imports before it listens)
+marks["import_ts_worker"] = time.time()
+sys.path.insert(0, sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+import xlstm_handler  # noqa: F401
+marks["import_handler"] = time.time()
+import hashlib, io
+from pathlib import Path
+from alm_forecaster import checkpoint as ck
+from alm_forecaster.forecaster import Forecaster, configure_threads
+configure_threads(1)
+path = Path(sys.argv[1])
+raw = path.read_bytes(); marks["read_file"] = time.time()
+digest = hashlib.sha256(raw).hexdigest(); marks["sha256"] = time.time()
+payload = ck._safe_load(raw, path); marks["torch_load"] = time.time()
+state, declared = payload["model_state_dict"], payload["config"]
+config, _ = ck._reconcile_config(declared, state, payload.get("metadata") or {}, path)
+ck._check_finite(state, path); marks["finite_check"] = time.time()
+model = ck.XLSTMForecaster(config); marks["build_model"] = time.time()
+ck._check_tensors(model, state, path)
+model.load_state_dict(state, strict=True); marks["load_state_dict"] = time.time()
+start = time.time()
+loaded = ck.load_checkpoint(path)
+forecaster = Forecaster(loaded, "profile", device=torch.device("cpu"))
+marks["load_checkpoint_total"] = time.time()
+marks["_load_checkpoint_s"] = marks["load_checkpoint_total"] - start
+print(json.dumps(marks))
+"""
+
+
+def profile_worker_start(checkpoint: Path, runs: int = 3) -> dict:
+    """Time a fresh Python doing what a TorchServe worker does before it is READY."""
+    samples = []
+    for _ in range(runs):
+        spawn = time.time()
+        done = subprocess.run(
+            [sys.executable, "-c", _PROFILE_CODE, str(checkpoint), str(ROOT / "handlers"), str(ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+        if done.returncode != 0:
+            return {"error": done.stderr[-2000:]}
+        marks = json.loads(done.stdout.strip().splitlines()[-1])
+        whole = marks.pop("_load_checkpoint_s")
+        order = ["interpreter", "import_torch", "import_ts_worker", "import_handler", "read_file", "sha256",
+                 "torch_load", "finite_check", "build_model", "load_state_dict"]
+        row = {"python_start_s": marks["interpreter"] - spawn}
+        for a, b in itertools.pairwise(order):
+            row[b + "_s"] = marks[b] - marks[a]
+        row["load_checkpoint+Forecaster_s"] = whole
+        samples.append(row)
+    return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def write_report(results: dict, out: Path, plot: Path | None, command: str) -> None:
+    lines: list[str] = []
+    add = lines.append
+    m = results["machine"]
+    add("# Benchmarks: in process vs TorchServe end to end vs the plain step-by-step path\n")
+    add("Reproduce (one command; ~10 min on 2 cores; writes this file and the plot):\n")
+    add(f"```bash\n{command}\n```\n")
+    add(
+        f"Measured {results['date']} on **{m['cpu']}** ({m['nproc']} vCPUs, {m['hypervisor'] or 'bare metal'}, "
+        f"{m['cpu_flags']}; L2 {m['l2']}, L3 {m['l3']}), {m['memory_gib']} GiB RAM; {m['os']}; Python {m['python']}, "
+        f"torch {m['torch']}, TorchServe {m['torchserve']} (archiver {m['torch_model_archiver']}), {m['java']}; "
+        f"compiled kernel {'loaded' if m['native_kernel'] else 'NOT built'}. The load client runs on the same "
+        "2 cores as the server (its CPU time per request is in the tables)."
+    )
+    add(
+        f"\nLoad average at start {results['load_start']:.2f}, at end {results['load_end']:.2f}. "
+        "*foreign* = cores used by other processes during a measurement (0 = quiet machine).\n"
+    )
+    add("```\n" + m["free_m"] + "\n```\n")
+    targets = results.get("targets")
+    if targets:
+        add("## Targets (full seed-size model)\n")
+        add("| target | measured | ratio vs plain | holds |")
+        add("|---|---|---|---|")
+        for t in targets:
+            add(f"| {t['target']} | {t['measured']} | {t['ratio']} | {'yes' if t['holds'] else '**no**'} |")
+        add("")
+    for model in results["models"]:
+        _model_section(model, add)
+    if results.get("tuning"):
+        _tuning_section(results["tuning"], add)
+    if results.get("start_profile"):
+        _start_section(results, add)
+    if results.get("notes"):
+        add("## Notes\n")
+        for note in results["notes"]:
+            add(f"* {note}")
+        add("")
+    if plot is not None:
+        add(f"![latency vs throughput]({os.path.relpath(plot, out.parent)})\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _plain(model: dict) -> tuple[float, float]:
+    """The plain path's batch-1 latency (ms) and best throughput (windows/s) of this run."""
+    rows = model["in_process"]["rows"]
+    b1 = next((r["plain_ms"] for r in rows if r["batch"] == 1), rows[0]["plain_ms"])
+    return b1, max(r["plain_wps"] for r in rows)
+
+
+def _model_section(model: dict, add) -> None:
+    ip = model["in_process"]
+    plain_b1, plain_best = _plain(model)
+    add(f"## {model['label']}\n")
+    add(
+        "### In process\n\nMedians of several runs after a warm-up. *fast*: the served forward (compiled kernel); "
+        "*pytorch*: the same forward without the kernel; *plain*: the step-by-step oracle (tests/oracle.py), the "
+        "baseline of every ratio. *predict*: `Forecaster.predict` on CSV payloads (parse + validate + forward + "
+        "response), i.e. the handler's work without TorchServe.\n"
+    )
+    add(
+        "| batch | fast 2t ms | win/s | pytorch 2t ms | plain 2t ms | plain win/s | fast vs plain | fast 1t ms | "
+        "win/s | predict 1t ms | predict 2t ms |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in ip["rows"]:
+        b = row["batch"]
+        t1, t2 = ip["threads"]["1"][str(b)], ip["threads"]["2"][str(b)]
+        add(
+            f"| {b} | {fmt(row['fast_ms'], 2)} | {fmt(row['fast_wps'])} | {fmt(row['pytorch_ms'], 2)} | "
+            f"{fmt(row['plain_ms'])} | {fmt(row['plain_wps'])} | {fmt(row['speedup_vs_plain'])}x | "
+            f"{fmt(t1['fast_ms'], 2)} | {fmt(b / t1['fast_ms'] * 1e3)} | {fmt(t1['predict_ms'], 2)} | "
+            f"{fmt(t2['predict_ms'], 2)} |"
+        )
+    add(f"\nParse + validate of one {model['csv_shape']} CSV (`Forecaster.parse`): {fmt(ip['parse_ms'], 3)} ms.\n")
+    add(
+        "### TorchServe end to end\n\nClosed loop, keep-alive connections, `Content-Type: text/csv`; *p50..p99*: "
+        "client-side latency; *vs plain*: plain batch-1 latency / p50 and throughput / the plain path's best "
+        "throughput. *queue*, *frontend*: TorchServe's mean QueueTime and inference latency per request "
+        "(`ts_*_microseconds` deltas); *handler*, *predict*: median HandlerTime / PredictionTime per batch; "
+        "*batch*: mean requests per batch; CPU ms per request of the client, the JVM and the workers.\n"
+    )
+    add(
+        "| config | conc | ok | err | p50 ms | p90 | p99 | req/s | vs plain (lat / thr) | queue ms | frontend ms | "
+        "handler ms | predict ms | batch | CPU ms/req client / JVM / workers | RSS MB JVM / workers | foreign |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for cell in model["serve"]:
+        label = CellConfig(**cell["config"]).label
+        for lv in cell["levels"]:
+            add(
+                f"| {label} | {lv['concurrency']} | {lv['requests']} | {lv['errors']} | {fmt(lv['p50_ms'])} | "
+                f"{fmt(lv['p90_ms'])} | {fmt(lv['p99_ms'])} | {fmt(lv['throughput'])} | "
+                f"{fmt(plain_b1 / lv['p50_ms'])}x / {fmt(lv['throughput'] / plain_best)}x | "
+                f"{fmt(lv.get('queue_ms'))} | {fmt(lv.get('frontend_ms'))} | {fmt(lv.get('HandlerTime_p50_ms'))} | "
+                f"{fmt(lv.get('PredictionTime_p50_ms'))} | {fmt(lv.get('mean_batch'))} | "
+                f"{fmt(lv['client_cpu_ms_per_req'], 2)} / {fmt(lv['jvm_cpu_ms_per_req'], 2)} / "
+                f"{fmt(lv['worker_cpu_ms_per_req'], 2)} | {fmt(lv['rss_jvm_mb'], 0)} / "
+                f"{', '.join(fmt(r, 0) for r in lv['rss_workers_mb'])} | {fmt(lv['foreign_cores'], 2)} |"
+            )
+    errors = [s for c in model["serve"] for lv in c["levels"] for s in lv["error_samples"]]
+    if errors:
+        add("\nError samples: " + "; ".join(f"`{e}`" for e in errors[:5]))
+    add("\n### Worker start\n")
+    add("| registration | POST -> READY s | TorchServe WorkerLoadTime ms | spawn -> Python up (imports) s | "
+        "-> LOAD s | -> handler ready s | -> frontend READY s |")
+    add("|---|---|---|---|---|---|---|")
+    for cell in model["serve"]:
+        for kind, data in (("register", cell["start"]), ("scale-up", cell.get("scale"))):
+            if not data:
+                continue
+            total = data.get("register_s", data.get("scale_up_s"))
+            for ph in data["phases"]:
+                add(
+                    f"| {kind} {CellConfig(**cell['config']).label} {ph['worker']} | {fmt(total, 2)} | "
+                    f"{', '.join(fmt(v, 0) for v in data.get('worker_load_ms', [])) or '-'} | "
+                    f"{fmt(ph.get('spawn->python_up_s'), 2)} | {fmt(ph.get('python_up->load_cmd_s'), 2)} | "
+                    f"{fmt(ph.get('load_cmd->handler_ready_s'), 2)} | {fmt(ph.get('handler_ready->loaded_s'), 2)} |"
+                )
+    add("")
+
+
+def _tuning_section(tuning: list[dict], add) -> None:
+    add("## Tuning: workers x torch threads x batchSize x maxBatchDelay (full seed-size model)\n")
+    add("| config | c=1 p50 ms | c=1 p99 | c=8 req/s | c=8 p50 | c=32 req/s | c=32 p50 | c=32 p99 | c=32 batch | "
+        "errors | foreign (max) |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    for cell in tuning:
+        lv = {x["concurrency"]: x for x in cell["levels"]}
+        one, eight, many = lv.get(1, {}), lv.get(8, {}), lv.get(32, {})
+        add(
+            f"| {CellConfig(**cell['config']).label} | {fmt(one.get('p50_ms'))} | {fmt(one.get('p99_ms'))} | "
+            f"{fmt(eight.get('throughput'))} | {fmt(eight.get('p50_ms'))} | {fmt(many.get('throughput'))} | "
+            f"{fmt(many.get('p50_ms'))} | {fmt(many.get('p99_ms'))} | {fmt(many.get('mean_batch'))} | "
+            f"{sum(x['errors'] for x in cell['levels'])} | "
+            f"{fmt(max(x['foreign_cores'] for x in cell['levels']), 2)} |"
+        )
+    add("")
+
+
+def _start_section(results: dict, add) -> None:
+    prof = results["start_profile"]
+    add("## Worker start-up profile (full seed-size model)\n")
+    add("A fresh Python doing what a TorchServe worker does before it is READY (median of 3):\n")
+    add("| phase | s |")
+    add("|---|---|")
+    for key, value in prof.items():
+        add(f"| {key.removesuffix('_s')} | {fmt(value, 3)} |")
+    add("")
+
+
+def plot_results(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = results["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for cell in model["serve"]:
+            levels = cell["levels"]
+            x = [lv["throughput"] for lv in levels]
+            y = [lv["p50_ms"] for lv in levels]
+            label = f"TorchServe {CellConfig(**cell['config']).label}"
+            (line,) = ax.plot(x, y, "o-", label=label)
+            ax.plot(x, [lv["p99_ms"] for lv in levels], "v:", color=line.get_color(), alpha=0.6)
+            for lv in levels:
+                ax.annotate(f"c{lv['concurrency']}", (lv["throughput"], lv["p50_ms"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        rows = model["in_process"]["rows"]
+        for key, style, label in (("fast", "s--", "in process, fast forward (2 threads)"),
+                                  ("plain", "x-.", "in process, plain step-by-step (2 threads)")):
+            ax.plot([r[f"{key}_wps"] for r in rows], [r[f"{key}_ms"] for r in rows], style, color="gray"
+                    if key == "fast" else "black", label=label)
+            for r in rows:
+                ax.annotate(f"b{r['batch']}", (r[f"{key}_wps"], r[f"{key}_ms"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, -9))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("throughput (forecasts/s)")
+        ax.set_ylabel("latency (ms): p50 solid, p99 dotted")
+        ax.set_title(model["label"], fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's targets for the seed model, from this run's figures."""
+    seed = next((m for m in results["models"] if m["name"] == "seed_untrained"), None)
+    if seed is None:
+        return []
+    plain_b1, plain_best = _plain(seed)
+    ip = seed["in_process"]
+    default = results["default_config"]
+    threads = str(default["threads"])
+    forward_b1 = ip["threads"][threads]["1"]["fast_ms"]
+    b32 = next(r for r in ip["rows"] if r["batch"] == 32)
+    out = []
+    cell = next((c for c in seed["serve"] if c["config"]["batch_size"] == default["batch_size"]), None)
+    if cell is None:
+        return out
+    lv = {x["concurrency"]: x for x in cell["levels"]}
+    if 1 in lv:
+        p50 = lv[1]["p50_ms"]
+        out.append({
+            "target": f"c=1 p50 <= forward p50 + 5 ms (batch-1 forward, {threads} thread(s): {forward_b1:.2f} ms)",
+            "measured": f"{p50:.2f} ms (+{p50 - forward_b1:.2f} ms)",
+            "ratio": f"plain b1 {plain_b1:.0f} ms / p50 = {plain_b1 / p50:.1f}x",
+            "holds": p50 <= forward_b1 + 5,
+        })
+    if 32 in lv:
+        thr = lv[32]["throughput"]
+        out.append({
+            "target": f"c=32 throughput >= 80% of in-process batch-32 ({b32['fast_wps']:.1f} windows/s, 2 threads)",
+            "measured": f"{thr:.1f} req/s = {thr / b32['fast_wps'] * 100:.0f}%, {lv[32]['errors']} errors",
+            "ratio": f"{thr / plain_best:.1f}x plain best ({plain_best:.1f}/s)",
+            "holds": thr >= 0.8 * b32["fast_wps"] and lv[32]["errors"] == 0,
+        })
+    start = cell["start"]
+    load_ms = max(start["worker_load_ms"]) if start["worker_load_ms"] else float("nan")
+    worst = max([start["register_s"]] + [c["scale"]["scale_up_s"] for c in seed["serve"] if c.get("scale")])
+    out.append({
+        "target": "worker start (archive load + model ready) <= 3 s after the JVM is up",
+        "measured": f"registration POST -> READY {start['register_s']:.2f} s (slowest incl. scale-up "
+                    f"{worst:.2f} s); WorkerLoadTime {load_ms / 1e3:.2f} s",
+        "ratio": f"plain b1 forward = {plain_b1 / 1e3:.2f} s",
+        "holds": worst <= 3.0,
+    })
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def bench_models(quick: bool, workdir: Path) -> list[BenchModel]:
+    if quick:
+        path = write_checkpoint(workdir / "tiny.pt", TINY, seed=7)
+        return [BenchModel("tiny", path, TINY, "Tiny model (input 8, hidden 16; smoke run)")]
+    if not SEED_CHECKPOINT.exists():
+        from scripts import make_seed_checkpoint
+
+        make_seed_checkpoint.main([str(SEED_CHECKPOINT)])
+    seed = load_checkpoint(SEED_CHECKPOINT).config
+    spec = build_archive.resolve_spec(DEFAULT_MODEL)
+    default = load_checkpoint(spec.checkpoint).config
+    return [
+        BenchModel("seed_untrained", SEED_CHECKPOINT, seed,
+                   f"Full seed-size model (seed_untrained: input {seed.input_size}, hidden {seed.hidden_size}, "
+                   f"{seed.num_layers} layers, {seed.num_blocks} blocks, {seed.output_size} steps; random weights)"),
+        BenchModel(DEFAULT_MODEL, spec.checkpoint, default,
+                   f"Default model ({DEFAULT_MODEL}: input {default.input_size}, hidden {default.hidden_size}, "
+                   f"{default.num_layers} layer(s), {default.num_blocks} blocks, {default.output_size} steps)"),
+    ]
+
+
+def default_config() -> dict:
+    config = build_archive.read_yaml(build_archive.DEFAULT_CONFIG)
+    return {
+        "workers": config.get("minWorkers", 1),
+        "threads": (config.get("handler") or {}).get("threads", 1),
+        "batch_size": config.get("batchSize", 1),
+        "delay_ms": config.get("maxBatchDelay", 0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_latency_throughput.png")
+    parser.add_argument("--json", type=Path, help="also write every figure as JSON")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, few requests")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--plain-runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--delay-ms", type=int, help="maxBatchDelay for batchSize > 1 (default: default.yaml's)")
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level (>= 16 x c)")
+    parser.add_argument("--seconds", type=float, default=20, help="time limit per concurrency level")
+    parser.add_argument("--no-tune", action="store_true", help="skip the tuning sweep")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="wait up to S seconds for the 1-minute load average to drop below --max-load")
+    parser.add_argument("--max-load", type=float, default=0.5)
+    parser.add_argument("--keep", action="store_true", help="keep the server's directory (logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.runs, args.plain_runs = [1, 8], 3, 1
+        args.concurrency, args.batch_sizes, args.requests, args.seconds = [1, 4], [1, 4], 20, 10
+        args.no_tune = True
+
+    command = "python scripts/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    load_start = wait_quiet(args.max_load, args.wait_quiet) if args.wait_quiet else os.getloadavg()[0]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    results: dict = {
+        "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "load_start": load_start,
+        "models": [],
+        "notes": [],
+    }
+    default = default_config()
+    if args.delay_ms is not None:
+        default["delay_ms"] = args.delay_ms
+    results["default_config"] = default
+    try:
+        models = bench_models(args.quick, workdir)
+        for model in models:
+            input_size, seq_len = model.config.input_size, model.config.seq_len
+            payloads = [embeddings_csv(rows=seq_len, input_size=input_size, seed=s) for s in range(64)]
+            print(f"in process: {model.name}", flush=True)
+            meter = CpuMeter()
+            cpu0 = time.process_time()
+            ip = in_process(model, args.batches, args.runs, args.plain_runs, payloads)
+            ip["foreign_cores"] = meter.foreign_cores(time.process_time() - cpu0)
+            ip = json.loads(json.dumps(ip))  # int keys -> str, as in the JSON file
+            results["models"].append({
+                "name": model.name, "label": model.label, "in_process": ip, "serve": [],
+                "csv_shape": f"{seq_len}-row, {input_size + 1}-column",
+            })
+        store = workdir / "model_store"
+        threads = sorted({1, 2, default["threads"]}) if not args.no_tune else sorted({default["threads"]})
+        names = build_archives(models, threads, store)
+        overrides = {"vmargs": serve_config.read_properties().get("vmargs", "")}
+        with start_torchserve(workdir, store, [], overrides) as client:
+            server = Server(client)
+            for model, entry in zip(models, results["models"], strict=True):
+                payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
+                            for s in range(64)]
+                name = names[(model.name, default["threads"])]
+                for i, batch_size in enumerate(args.batch_sizes):
+                    cell = CellConfig(model.name, default["workers"], default["threads"], batch_size,
+                                      default["delay_ms"] if batch_size > 1 else 0)
+                    entry["serve"].append(serve_cell(server, f"{name}.mar", name, cell, args.concurrency, payloads,
+                                                     args.requests, args.seconds, scale_up=i == 0))
+            if not args.no_tune:
+                results["tuning"] = tune(server, models[0], names, args)
+        if not args.quick:
+            print("profiling worker start", flush=True)
+            results["start_profile"] = profile_worker_start(models[0].checkpoint)
+    finally:
+        results["load_end"] = os.getloadavg()[0]
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
+    results["targets"] = targets(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    plot_results(results, args.plot)
+    write_report(results, args.out, args.plot, command)
+    print(f"wrote {args.out} and {args.plot}")
+    for t in results["targets"]:
+        print(f"{'HOLDS' if t['holds'] else 'FAILS'}: {t['target']}: {t['measured']} ({t['ratio']})")
+    return 0
+
+
+TUNING = [  # (workers, threads, batchSize, maxBatchDelay ms)
+    (1, 1, 8, 2), (1, 1, 32, 2), (1, 2, 8, 2), (1, 2, 32, 2),
+    (2, 1, 8, 2), (2, 1, 16, 2), (2, 1, 32, 2), (2, 1, 32, 10), (2, 1, 16, 0),
+]
+
+
+def tune(server: Server, model: BenchModel, names: dict, args: argparse.Namespace) -> list[dict]:
+    payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
+                for s in range(64)]
+    out = []
+    for workers, threads, batch_size, delay in TUNING:
+        cell = CellConfig(model.name, workers, threads, batch_size, delay)
+        name = names[(model.name, threads)]
+        out.append(serve_cell(server, f"{name}.mar", name, cell, [1, 8, 32], payloads, args.requests, args.seconds))
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
