@@ -63,7 +63,7 @@ from alm_forecaster import native  # noqa: E402
 from alm_forecaster.checkpoint import load_checkpoint  # noqa: E402
 from alm_forecaster.config import ModelConfig  # noqa: E402
 from alm_forecaster.forecaster import Forecaster  # noqa: E402
-from scripts import bench_model, build_archive, serve_config  # noqa: E402
+from scripts import bench_model, bench_parse, build_archive, serve_config  # noqa: E402
 from tests.conftest import TorchServeClient, start_torchserve  # noqa: E402
 from tests.data import TINY, embeddings_csv, write_checkpoint  # noqa: E402
 
@@ -338,35 +338,50 @@ class Server:
             "initial_workers": workers,
             "synchronous": "true",
         }
+        posted = time.time()
         start = time.monotonic()
         response = self.client.manage("POST", "/models", params=params)
         if response.status_code != 200:
             raise RuntimeError(f"registering {archive}: {response.status_code} {response.text}")
-        self.client.wait_ready(name, count=workers)
+        # The archive's minWorkers wins over initial_workers in 0.12: the first worker is READY now.
+        self.client.wait_ready(name)
         elapsed = time.monotonic() - start
         time.sleep(0.3)  # let the log catch up
         phases = worker_phases(self.log_since(offset), name)
+        spawn = min((p["spawn_at"] for p in phases), default=None)
         metrics = parse_prometheus(self.client.metrics())
         load_ms = [v for (n, lab), v in metrics.items() if n == "WorkerLoadTime" and f"-{name}_" in lab]
-        return {"register_s": elapsed, "phases": phases, "worker_load_ms": load_ms}
+        out = {"register_s": elapsed, "post_to_spawn_s": spawn - posted if spawn else None, "phases": phases,
+               "worker_load_ms": load_ms}
+        if len(self.client.workers(name)) != workers:
+            self.set_workers(name, workers)
+        return out
+
+    def set_workers(self, name: str, workers: int) -> None:
+        params = {"min_worker": workers, "max_worker": workers, "synchronous": "true"}
+        self.client.manage("PUT", f"/models/{name}", params=params).raise_for_status()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            current = self.client.workers(name)
+            if len(current) == workers and all(w["status"] == "READY" for w in current):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{name}: not {workers} READY workers: {self.client.workers(name)}")
 
     def scale_up(self, name: str, workers: int) -> dict:
         """One more worker (PUT min_worker): its start without the archive unpack."""
         offset = self.log_offset()
         start = time.monotonic()
         response = self.client.manage(
-            "PUT", f"/models/{name}", params={"min_worker": workers + 1, "synchronous": "true"}
+            "PUT", f"/models/{name}", params={"min_worker": workers + 1, "max_worker": workers + 1,
+                                             "synchronous": "true"}
         )
         response.raise_for_status()
         self.client.wait_ready(name, count=workers + 1)
         elapsed = time.monotonic() - start
         time.sleep(0.3)
         phases = worker_phases(self.log_since(offset), name)
-        self.client.manage("PUT", f"/models/{name}", params={"min_worker": workers, "max_worker": workers,
-                                                             "synchronous": "true"})
-        deadline = time.monotonic() + 60
-        while len(self.client.workers(name)) > workers and time.monotonic() < deadline:
-            time.sleep(0.1)
+        self.set_workers(name, workers)
         return {"scale_up_s": elapsed, "phases": phases}
 
     def workers(self, name: str) -> list[psutil.Process]:
@@ -410,7 +425,7 @@ def worker_phases(lines: list[str], name: str) -> list[dict]:
     out = []
     for worker, mark in sorted(marks.items()):
         if {"spawn", "loaded"} <= set(mark):
-            row = {"worker": worker, "total_s": mark["loaded"] - mark["spawn"]}
+            row = {"worker": worker, "spawn_at": mark["spawn"], "total_s": mark["loaded"] - mark["spawn"]}
             order = ["spawn", "python_up", "load_cmd", "handler_ready", "loaded"]
             present = [k for k in order if k in mark]
             for a, b in itertools.pairwise(present):
@@ -467,6 +482,7 @@ def serve_cell(
     max_requests: int,
     max_seconds: float,
     scale_up: bool = False,
+    warmup_s: float = 1.5,
 ) -> dict:
     """Register ``archive`` with the cell's settings, run each concurrency, unregister."""
     out: dict = {"config": asdict(cell), "levels": []}
@@ -478,7 +494,8 @@ def serve_cell(
         headers = {"Content-Type": "text/csv", **client.auth()}
         path = f"/predictions/{name}"
         for concurrency in concurrencies:
-            warm = run_load(client.inference_url, path, headers, bodies, concurrency, max(10, 2 * concurrency), 30)
+            # Warm up (the JVM's JIT above all) at this concurrency, not measured.
+            warm = run_load(client.inference_url, path, headers, bodies, concurrency, 20_000, warmup_s)
             if warm.errors:
                 out["warmup_errors"] = warm.error_samples
             workers = server.workers(name)
@@ -661,6 +678,8 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
         for t in targets:
             add(f"| {t['target']} | {t['measured']} | {t['ratio']} | {'yes' if t['holds'] else '**no**'} |")
         add("")
+    if results.get("parse"):
+        _parse_section(results["parse"], add)
     for model in results["models"]:
         _model_section(model, add)
     if results.get("tuning"):
@@ -739,9 +758,14 @@ def _model_section(model: dict, add) -> None:
     if errors:
         add("\nError samples: " + "; ".join(f"`{e}`" for e in errors[:5]))
     add("\n### Worker start\n")
-    add("| registration | POST -> READY s | TorchServe WorkerLoadTime ms | spawn -> Python up (imports) s | "
+    add(
+        "*POST -> READY*: registration on the running JVM (synchronous) until the worker is READY, or the "
+        "scale-up call; *unpack*: POST until the worker process is spawned (the archive is extracted); then "
+        "the worker's phases from the log timestamps.\n"
+    )
+    add("| start | POST -> READY s | unpack s | TorchServe WorkerLoadTime ms | spawn -> Python up (imports) s | "
         "-> LOAD s | -> handler ready s | -> frontend READY s |")
-    add("|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|")
     for cell in model["serve"]:
         for kind, data in (("register", cell["start"]), ("scale-up", cell.get("scale"))):
             if not data:
@@ -750,10 +774,25 @@ def _model_section(model: dict, add) -> None:
             for ph in data["phases"]:
                 add(
                     f"| {kind} {CellConfig(**cell['config']).label} {ph['worker']} | {fmt(total, 2)} | "
+                    f"{fmt(data.get('post_to_spawn_s'), 2)} | "
                     f"{', '.join(fmt(v, 0) for v in data.get('worker_load_ms', [])) or '-'} | "
                     f"{fmt(ph.get('spawn->python_up_s'), 2)} | {fmt(ph.get('python_up->load_cmd_s'), 2)} | "
                     f"{fmt(ph.get('load_cmd->handler_ready_s'), 2)} | {fmt(ph.get('handler_ready->loaded_s'), 2)} |"
                 )
+    add("")
+
+
+def _parse_section(parse: dict, add) -> None:
+    add(f"## Parse + validate one request ({parse['rows']}-row, {parse['columns']}-column CSV, "
+        f"{parse['bytes']} bytes)\n")
+    add(
+        f"`scripts/bench_parse.py` (median and p99 of {parse['runs']} runs; the same checks on every path, and the "
+        f"same window out; budget {parse['limit_ms']} ms):\n"
+    )
+    add("| path | p50 ms | p99 ms |")
+    add("|---|---|---|")
+    for name, r in parse["paths"].items():
+        add(f"| {name} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} |")
     add("")
 
 
@@ -915,13 +954,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, few requests")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--plain-runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--delay-ms", type=int, help="maxBatchDelay for batchSize > 1 (default: default.yaml's)")
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level (>= 16 x c)")
     parser.add_argument("--seconds", type=float, default=20, help="time limit per concurrency level")
+    parser.add_argument("--warmup", type=float, default=1.5, help="seconds of unmeasured load before each level")
     parser.add_argument("--no-tune", action="store_true", help="skip the tuning sweep")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="wait up to S seconds for the 1-minute load average to drop below --max-load")
@@ -931,6 +971,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batches, args.runs, args.plain_runs = [1, 8], 3, 1
         args.concurrency, args.batch_sizes, args.requests, args.seconds = [1, 4], [1, 4], 20, 10
+        args.warmup = 0.5
         args.no_tune = True
 
     command = "python scripts/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -948,6 +989,8 @@ def main(argv: list[str] | None = None) -> int:
         default["delay_ms"] = args.delay_ms
     results["default_config"] = default
     try:
+        print("parse + validate", flush=True)
+        results["parse"] = bench_parse.measure(runs=300 if args.quick else 3000)
         models = bench_models(args.quick, workdir)
         for model in models:
             input_size, seq_len = model.config.input_size, model.config.seq_len
@@ -975,8 +1018,11 @@ def main(argv: list[str] | None = None) -> int:
                 for i, batch_size in enumerate(args.batch_sizes):
                     cell = CellConfig(model.name, default["workers"], default["threads"], batch_size,
                                       default["delay_ms"] if batch_size > 1 else 0)
-                    entry["serve"].append(serve_cell(server, f"{name}.mar", name, cell, args.concurrency, payloads,
-                                                     args.requests, args.seconds, scale_up=i == 0))
+                    first = not any(m["serve"] for m in results["models"])
+                    entry["serve"].append(serve_cell(
+                        server, f"{name}.mar", name, cell, args.concurrency, payloads, args.requests, args.seconds,
+                        scale_up=i == 0 and not args.quick, warmup_s=args.warmup * (3 if first else 1),
+                    ))
             if not args.no_tune:
                 results["tuning"] = tune(server, models[0], names, args)
         if not args.quick:
@@ -1012,7 +1058,8 @@ def tune(server: Server, model: BenchModel, names: dict, args: argparse.Namespac
     for workers, threads, batch_size, delay in TUNING:
         cell = CellConfig(model.name, workers, threads, batch_size, delay)
         name = names[(model.name, threads)]
-        out.append(serve_cell(server, f"{name}.mar", name, cell, [1, 8, 32], payloads, args.requests, args.seconds))
+        out.append(serve_cell(server, f"{name}.mar", name, cell, [1, 8, 32], payloads, args.requests, args.seconds,
+                              warmup_s=args.warmup))
     return out
 
 
