@@ -604,14 +604,13 @@ payload = ck._safe_load(raw, path); marks["torch_load"] = time.time()
 state, declared = payload["model_state_dict"], payload["config"]
 config, _ = ck._reconcile_config(declared, state, payload.get("metadata") or {}, path)
 ck._check_finite(state, path); marks["finite_check"] = time.time()
-model = ck.XLSTMForecaster(config); marks["build_model"] = time.time()
+model = ck._empty_model(config); marks["build_model"] = time.time()
 ck._check_tensors(model, state, path)
 model.load_state_dict(state, strict=True); marks["load_state_dict"] = time.time()
 start = time.time()
 loaded = ck.load_checkpoint(path)
 forecaster = Forecaster(loaded, "profile", device=torch.device("cpu"))
-marks["load_checkpoint_total"] = time.time()
-marks["_load_checkpoint_s"] = marks["load_checkpoint_total"] - start
+marks["_load_checkpoint_s"] = time.time() - start
 print(json.dumps(marks))
 """
 
@@ -637,7 +636,7 @@ def profile_worker_start(checkpoint: Path, runs: int = 3) -> dict:
         row = {"python_start_s": marks["interpreter"] - spawn}
         for a, b in itertools.pairwise(order):
             row[b + "_s"] = marks[b] - marks[a]
-        row["load_checkpoint+Forecaster_s"] = whole
+        row["all of it again: load_checkpoint + Forecaster_s"] = whole
         samples.append(row)
     return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
 
@@ -670,6 +669,14 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
         "*foreign* = cores used by other processes during a measurement (0 = quiet machine).\n"
     )
     add("```\n" + m["free_m"] + "\n```\n")
+    foreign = [lv["foreign_cores"] for model in results["models"] for cell in model["serve"] for lv in cell["levels"]]
+    foreign += [cell_lv["foreign_cores"] for cell in results.get("tuning", []) for cell_lv in cell["levels"]]
+    foreign += [model["in_process"].get("foreign_cores", 0) for model in results["models"]]
+    if foreign and max(foreign) > 0.25:
+        add(
+            f"**Warning: other processes used up to {max(foreign):.2f} cores during some measurements (column "
+            "*foreign*); those figures are pessimistic. Rerun on a quiet machine (`--wait-quiet 1800`).**\n"
+        )
     targets = results.get("targets")
     if targets:
         add("## Targets (full seed-size model)\n")
@@ -682,6 +689,12 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
         _parse_section(results["parse"], add)
     for model in results["models"]:
         _model_section(model, add)
+    analysis = breakdown(results)
+    if analysis:
+        add("## Where the time goes (full seed-size model, shipped defaults)\n")
+        for line in analysis:
+            add(f"* {line}")
+        add("")
     if results.get("tuning"):
         _tuning_section(results["tuning"], add)
     if results.get("start_profile"):
@@ -728,7 +741,10 @@ def _model_section(model: dict, add) -> None:
             f"{fmt(t1['fast_ms'], 2)} | {fmt(b / t1['fast_ms'] * 1e3)} | {fmt(t1['predict_ms'], 2)} | "
             f"{fmt(t2['predict_ms'], 2)} |"
         )
-    add(f"\nParse + validate of one {model['csv_shape']} CSV (`Forecaster.parse`): {fmt(ip['parse_ms'], 3)} ms.\n")
+    add(
+        f"\nParse + validate of one {model['csv_shape']} CSV (`Forecaster.parse`): {fmt(ip['parse_ms'], 3)} ms. "
+        f"Foreign load during these runs: {fmt(ip.get('foreign_cores'), 2)} cores.\n"
+    )
     add(
         "### TorchServe end to end\n\nClosed loop, keep-alive connections, `Content-Type: text/csv`; *p50..p99*: "
         "client-side latency; *vs plain*: plain batch-1 latency / p50 and throughput / the plain path's best "
@@ -866,6 +882,56 @@ def plot_results(results: dict, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- targets
+
+
+def _default_cell(results: dict) -> tuple[dict, dict] | tuple[None, None]:
+    seed = next((m for m in results["models"] if m["name"] == "seed_untrained"), None)
+    if seed is None:
+        return None, None
+    default = results["default_config"]
+    for cell in seed["serve"]:
+        if all(cell["config"][k] == default[k] for k in ("workers", "threads", "batch_size", "delay_ms")):
+            return seed, cell
+    return seed, None
+
+
+def breakdown(results: dict) -> list[str]:
+    """The default cell's latency at c=1 and CPU per request at c=32, split by stage."""
+    seed, cell = _default_cell(results)
+    if cell is None:
+        return []
+    ip = seed["in_process"]
+    threads = str(results["default_config"]["threads"])
+    lv = {x["concurrency"]: x for x in cell["levels"]}
+    out = []
+    if 1 in lv and "frontend_ms" in lv[1]:
+        one = lv[1]
+        forward = ip["threads"][threads]["1"]["fast_ms"]
+        handler = one.get("HandlerTime_p50_ms", float("nan"))
+        out.append(
+            f"Lone request (c=1): client p50 {one['p50_ms']:.2f} ms = handler {handler:.2f} ms (in-process forward "
+            f"{forward:.2f} ms + parse {ip['parse_ms']:.2f} ms + response/metrics) + worker protocol "
+            f"{one['frontend_ms'] - one.get('queue_ms', 0) - one.get('PredictionTime_p50_ms', 0):.2f} ms (frontend "
+            f"latency minus queue and PredictionTime, means) + queue {one.get('queue_ms', 0):.2f} ms (maxBatchDelay "
+            f"{cell['config']['delay_ms']} ms) + HTTP/JVM/client {one['p50_ms'] - one['frontend_ms']:.2f} ms "
+            "(client p50 minus TorchServe's own mean latency)."
+        )
+    if 32 in lv:
+        many = lv[32]
+        cpu = many["client_cpu_ms_per_req"] + many["jvm_cpu_ms_per_req"] + many["worker_cpu_ms_per_req"]
+        batch = many.get("mean_batch", 0)
+        near = min(ip["threads"]["1"], key=lambda b: abs(int(b) - batch)) if batch else "32"
+        per_window = ip["threads"]["1"][near]["fast_ms"] / int(near)
+        b32 = next(r for r in ip["rows"] if r["batch"] == 32)
+        out.append(
+            f"Saturated (c=32): {many['throughput']:.1f} req/s in batches of {batch:.1f}; CPU per request: workers "
+            f"{many['worker_cpu_ms_per_req']:.2f} ms (in-process 1-thread forward at batch {near}: {per_window:.2f} ms "
+            f"per window), JVM {many['jvm_cpu_ms_per_req']:.2f} ms, load client {many['client_cpu_ms_per_req']:.2f} "
+            f"ms: {cpu:.2f} ms in all, i.e. a ceiling of {2e3 / cpu:.0f} req/s on 2 cores, against the in-process "
+            f"batch-32 forward's {b32['fast_wps']:.1f} windows/s (2 threads, {2e3 / b32['fast_wps']:.2f} CPU-ms per "
+            f"window). Other processes used {many['foreign_cores']:.2f} cores meanwhile."
+        )
+    return out
 
 
 def targets(results: dict) -> list[dict]:
@@ -1015,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
                 payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
                             for s in range(64)]
                 name = names[(model.name, default["threads"])]
-                for i, batch_size in enumerate(args.batch_sizes):
+                for i, batch_size in enumerate(sorted(set(args.batch_sizes) | {default["batch_size"]})):
                     cell = CellConfig(model.name, default["workers"], default["threads"], batch_size,
                                       default["delay_ms"] if batch_size > 1 else 0)
                     first = not any(m["serve"] for m in results["models"])
