@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from alm_forecaster import ohlcv
 from alm_forecaster.contract import Window, require_rows
-from alm_forecaster.errors import CheckpointError
+from alm_forecaster.errors import CheckpointError, InputError
 from alm_forecaster.ohlcv import OHLCV
 from alm_forecaster.table import Table
 
@@ -318,8 +318,14 @@ class FeaturePipeline:
         )
         bars = ohlcv.from_table(table, len(table.rows) - needed)
         embeddings = self.embed(bars)[-seq_len:].astype(np.float32)
-        if not np.isfinite(embeddings).all():  # pragma: no cover - validated bars give finite features
-            raise AssertionError("non-finite embedding from validated prices")
+        bad_days = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+        if bad_days.size:  # positive finite prices can still overflow a ratio (e.g. Close = 1e-320)
+            row = len(table.rows) - seq_len + int(bad_days[0])
+            raise InputError(
+                f"Row {row + 1} (line {table.lines[row]}): the prices up to this day give non-finite features; "
+                "check the magnitude of its Open/High/Low/Close values and of the days before it.",
+                reason="bad_value",
+            )
         return Window(embeddings=embeddings, current_price=float(bars.raw_close[-1]))
 
     # ------------------------------------------------------------------ checkpoint state

@@ -331,3 +331,17 @@ def test_committed_examples_give_the_same_forecast_with_the_default_model():
     assert isinstance(raw, dict), raw
     assert raw == embedded
     assert raw["current_price"] == float(prices.read_text().splitlines()[-1].split(",")[4])
+
+
+def test_prices_that_overflow_a_feature_are_a_422_naming_the_day():
+    """Positive, finite but absurd prices (Close = 1e-320) overflow ratios: a 422, never a 500."""
+    forecaster = Forecaster.from_checkpoint("models/sp500_xlstm.pt", device="cpu")
+    lines = open("examples/sp500_tail.csv").read().splitlines()
+    close = lines[0].lower().split(",").index("close")
+    cells = lines[95].split(",")
+    cells[close] = "1e-320"
+    lines[95] = ",".join(cells)
+    with np.errstate(all="ignore"):
+        (result,) = forecaster.predict(["\n".join(lines).encode()])
+    assert isinstance(result, InputError) and (result.status, result.reason) == (422, "bad_value")
+    assert result.message.startswith("Row 95 (line 96): the prices up to this day give non-finite features")
