@@ -31,3 +31,14 @@ def embeddings_csv(
 def write_checkpoint(path: Path, config: ModelConfig = TINY, seed: int = 0, **kwargs) -> Path:
     torch.save(seed_checkpoint(config, seed, **kwargs), path)
     return path
+
+
+class CreatesFileWhenUnpickled:
+    """A pickled payload whose unpickling calls ``open(marker, "w")``: the marker existing
+    proves that it ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))

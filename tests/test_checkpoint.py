@@ -13,17 +13,7 @@ from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.config import ModelConfig
 from alm_forecaster.errors import CheckpointError
 from scripts.make_seed_checkpoint import seed_checkpoint
-from tests.data import TINY
-
-
-class CreatesFileWhenUnpickled:
-    """A payload whose unpickling would create ``marker``: proof of execution if it ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
+from tests.data import TINY, CreatesFileWhenUnpickled
 
 
 def refused(tmp_path: Path, payload: object) -> str:

@@ -34,7 +34,7 @@ from alm_forecaster.forecaster import Forecaster
 from scripts import build_archive
 from scripts.make_seed_checkpoint import seed_checkpoint
 from tests.conftest import ROOT, TorchServeClient
-from tests.data import TINY, embeddings_csv, write_checkpoint
+from tests.data import TINY, CreatesFileWhenUnpickled, embeddings_csv, write_checkpoint
 from tests.test_hostile_inputs import assert_forecast, register, unregister
 from tests.test_openapi import validate
 
@@ -141,16 +141,6 @@ def _wait_for_new_ready_worker(torchserve: TorchServeClient, name: str, old_pid:
 
 
 # -- bad checkpoints: refused at build and at load --------------------------------------------
-
-
-class CreatesFileWhenUnpickled:
-    """Unpickling this calls ``open(marker, "w")``: the marker existing proves it ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 def _truncated(path: Path, marker: Path) -> str:

@@ -29,7 +29,13 @@ def load_handler_module():
 handler_module = load_handler_module()
 
 
-def make_context(model_dir: Path, batch: int, yaml: dict | None = None, headers: list[dict] | None = None) -> Context:
+def make_context(
+    model_dir: Path,
+    batch: int,
+    yaml: dict | None = None,
+    headers: list[dict] | None = None,
+    metrics: object | None = None,
+) -> Context:
     manifest = {
         "model": {
             "modelName": "tiny",
@@ -45,7 +51,7 @@ def make_context(model_dir: Path, batch: int, yaml: dict | None = None, headers:
         8,
         None,
         "0.12.0",
-        metrics=mock.MagicMock(),
+        metrics=metrics if metrics is not None else mock.MagicMock(),
         model_yaml_config=yaml if yaml is not None else {"handler": {"threads": 1}},
     )
     context.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from ts.context import Context, RequestProcessor
+from ts.context import RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from scripts import serve_config
 from tests.conftest import TorchServeClient
 from tests.data import TINY, embeddings_csv, write_checkpoint
+from tests.test_handler import load_handler_module, make_context
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS_CONFIG = ROOT / "metrics_config.yaml"
@@ -69,13 +70,6 @@ def test_rendered_config_names_the_metrics_config(tmp_path, template):
 # -- the handler in-process, with TorchServe's real metrics cache -----------------------------
 
 
-def load_handler_module():
-    spec = importlib.util.spec_from_file_location("xlstm_handler_metrics", ROOT / "handlers" / "xlstm_handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def handler(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("metrics_model")
@@ -83,17 +77,7 @@ def handler(tmp_path_factory):
     cache = MetricsCacheYamlImpl(str(METRICS_CONFIG))
     cache.initialize_cache()
     cache.model_name = "tiny"
-    manifest = {"model": {"modelName": "tiny", "modelVersion": "3.1", "serializedFile": "tiny.pt"}}
-    context = Context(
-        "tiny",
-        str(model_dir),
-        manifest,
-        8,
-        None,
-        "0.12.0",
-        metrics=cache,
-        model_yaml_config={"handler": {"threads": 1}},
-    )
+    context = make_context(model_dir, 8, metrics=cache)
     threads = torch.get_num_threads()
     instance = load_handler_module().XLSTMHandler()
     instance.initialize(context)
