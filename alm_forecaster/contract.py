@@ -8,6 +8,7 @@ row of the first bad value.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,7 +29,13 @@ class Window:
 
 
 def embedding_columns(input_size: int) -> list[str]:
-    return [f"emb_{i}" for i in range(input_size)]
+    return list(_embedding_columns(input_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _embedding_columns(input_size: int) -> tuple[str, ...]:
+    """The names, built once per input size rather than for every request."""
+    return tuple(f"emb_{i}" for i in range(input_size))
 
 
 def embedding_window(table: Table, input_size: int, seq_len: int) -> Window:

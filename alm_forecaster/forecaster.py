@@ -75,9 +75,10 @@ class Forecaster:
     def parse(self, payload: bytes | bytearray | str) -> Window:
         """Request body -> validated window; raises `InputError` naming the problem."""
         table = read_table(payload)
-        if self.pipeline is not None and looks_like_ohlcv(table.header):
+        ohlcv = looks_like_ohlcv(table.header)  # once per request (it normalises every column name)
+        if self.pipeline is not None and ohlcv:
             return self.pipeline.window(table, self.seq_len)
-        if looks_like_ohlcv(table.header) and not any(name.startswith("emb_") for name in table.header):
+        if ohlcv and not any(name.startswith("emb_") for name in table.header):
             raise InputError(
                 f"This looks like raw OHLCV prices, but model '{self.name}' has no feature pipeline: send "
                 f"embeddings emb_0..emb_{self.input_size - 1} and last_price.",

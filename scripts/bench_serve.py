@@ -459,6 +459,32 @@ def batch_metrics(lines: list[str], name: str) -> dict:
     return out
 
 
+class Probe:
+    """The in-process fast forward, timed right before a server measurement, in this process while
+    the server idles. This VM's speed drifts by tens of percent within minutes (other tenants of
+    the host, invisible from inside), so each server figure is also compared with a forward
+    measured next to it."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        from alm_forecaster.model import XLSTMForecaster
+
+        torch.manual_seed(0)
+        self.config = config
+        self.net = XLSTMForecaster(config).eval()
+
+    def __call__(self, batch: int, threads: int, runs: int) -> dict:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            x = torch.randn(batch, self.config.seq_len, self.config.input_size)
+            cpu0, meter = time.process_time(), CpuMeter()
+            ms = bench_model.median_ms(lambda: self.net(x), runs)
+            return {"batch": batch, "threads": threads, "ms": ms, "wps": batch / ms * 1e3,
+                    "foreign_cores": meter.foreign_cores(time.process_time() - cpu0)}
+        finally:
+            torch.set_num_threads(previous)
+
+
 @dataclass
 class CellConfig:
     model: str
@@ -483,8 +509,12 @@ def serve_cell(
     max_seconds: float,
     scale_up: bool = False,
     warmup_s: float = 1.5,
+    probe: Probe | None = None,
+    jvm_warmup_s: float = 0.0,
 ) -> dict:
-    """Register ``archive`` with the cell's settings, run each concurrency, unregister."""
+    """Register ``archive`` with the cell's settings, run each concurrency, unregister.
+    ``jvm_warmup_s``: seconds of load at concurrency 8 first (a fresh JVM's JIT compiler keeps a
+    core busy for tens of seconds; a long-running server's does not)."""
     out: dict = {"config": asdict(cell), "levels": []}
     out["start"] = server.register(archive, name, cell.batch_size, cell.delay_ms, cell.workers)
     try:
@@ -493,11 +523,18 @@ def serve_cell(
         client = server.client
         headers = {"Content-Type": "text/csv", **client.auth()}
         path = f"/predictions/{name}"
+        if jvm_warmup_s:
+            run_load(client.inference_url, path, headers, bodies, 8, 1_000_000, jvm_warmup_s)
         for concurrency in concurrencies:
             # Warm up (the JVM's JIT above all) at this concurrency, not measured.
             warm = run_load(client.inference_url, path, headers, bodies, concurrency, 20_000, warmup_s)
             if warm.errors:
                 out["warmup_errors"] = warm.error_samples
+            reference = None
+            if probe is not None and concurrency == 1:
+                reference = probe(1, cell.threads, 15)
+            elif probe is not None and concurrency >= 32:
+                reference = probe(32, 2, 3)
             workers = server.workers(name)
             before = parse_prometheus(client.metrics())
             offset = server.log_offset()
@@ -530,6 +567,7 @@ def serve_cell(
                 "foreign_cores": foreign,
                 "rss_jvm_mb": _rss_mb(server.jvm),
                 "rss_workers_mb": [_rss_mb(w) for w in workers],
+                "probe": reference,
             }
             count = metric_sum(after, "ts_inference_requests_total", model_name=name) - metric_sum(
                 before, "ts_inference_requests_total", model_name=name
@@ -750,19 +788,22 @@ def _model_section(model: dict, add) -> None:
         "client-side latency; *vs plain*: plain batch-1 latency / p50 and throughput / the plain path's best "
         "throughput. *queue*, *frontend*: TorchServe's mean QueueTime and inference latency per request "
         "(`ts_*_microseconds` deltas); *handler*, *predict*: median HandlerTime / PredictionTime per batch; "
-        "*batch*: mean requests per batch; CPU ms per request of the client, the JVM and the workers.\n"
+        "*batch*: mean requests per batch; CPU ms per request of the client, the JVM and the workers; "
+        "*next to it*: the in-process fast forward timed just before the level (c=1: batch 1 with the worker's "
+        "threads, ms; c=32: batch 32 with 2 threads, windows/s).\n"
     )
     add(
-        "| config | conc | ok | err | p50 ms | p90 | p99 | req/s | vs plain (lat / thr) | queue ms | frontend ms | "
-        "handler ms | predict ms | batch | CPU ms/req client / JVM / workers | RSS MB JVM / workers | foreign |"
+        "| config | conc | ok | err | p50 ms | p90 | p99 | req/s | next to it | vs plain (lat / thr) | queue ms | "
+        "frontend ms | handler ms | predict ms | batch | CPU ms/req client / JVM / workers | RSS MB JVM / workers | "
+        "foreign |"
     )
-    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in model["serve"]:
         label = CellConfig(**cell["config"]).label
         for lv in cell["levels"]:
             add(
                 f"| {label} | {lv['concurrency']} | {lv['requests']} | {lv['errors']} | {fmt(lv['p50_ms'])} | "
-                f"{fmt(lv['p90_ms'])} | {fmt(lv['p99_ms'])} | {fmt(lv['throughput'])} | "
+                f"{fmt(lv['p90_ms'])} | {fmt(lv['p99_ms'])} | {fmt(lv['throughput'])} | {_probe(lv)} | "
                 f"{fmt(plain_b1 / lv['p50_ms'])}x / {fmt(lv['throughput'] / plain_best)}x | "
                 f"{fmt(lv.get('queue_ms'))} | {fmt(lv.get('frontend_ms'))} | {fmt(lv.get('HandlerTime_p50_ms'))} | "
                 f"{fmt(lv.get('PredictionTime_p50_ms'))} | {fmt(lv.get('mean_batch'))} | "
@@ -812,17 +853,31 @@ def _parse_section(parse: dict, add) -> None:
     add("")
 
 
+def _probe(level: dict) -> str:
+    probe = level.get("probe")
+    if not probe:
+        return "-"
+    return f"{probe['ms']:.1f} ms" if probe["batch"] == 1 else f"{probe['wps']:.0f}/s"
+
+
 def _tuning_section(tuning: list[dict], add) -> None:
     add("## Tuning: workers x torch threads x batchSize x maxBatchDelay (full seed-size model)\n")
-    add("| config | c=1 p50 ms | c=1 p99 | c=8 req/s | c=8 p50 | c=32 req/s | c=32 p50 | c=32 p99 | c=32 batch | "
-        "errors | foreign (max) |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    add(
+        "*c=1 over fwd*: p50 minus the batch-1 forward (worker's threads) timed just before; *c=32 / fwd*: "
+        "throughput over the in-process batch-32 forward (2 threads) timed just before.\n"
+    )
+    add("| config | c=1 p50 ms | c=1 p99 | c=1 over fwd ms | c=8 req/s | c=8 p50 | c=32 req/s | c=32 / fwd | "
+        "c=32 p50 | c=32 p99 | c=32 batch | errors | foreign (max) |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in tuning:
         lv = {x["concurrency"]: x for x in cell["levels"]}
         one, eight, many = lv.get(1, {}), lv.get(8, {}), lv.get(32, {})
+        over = one["p50_ms"] - one["probe"]["ms"] if one.get("probe") else None
+        share = many["throughput"] / many["probe"]["wps"] * 100 if many.get("probe") else None
         add(
             f"| {CellConfig(**cell['config']).label} | {fmt(one.get('p50_ms'))} | {fmt(one.get('p99_ms'))} | "
-            f"{fmt(eight.get('throughput'))} | {fmt(eight.get('p50_ms'))} | {fmt(many.get('throughput'))} | "
+            f"{fmt(over)} | {fmt(eight.get('throughput'))} | {fmt(eight.get('p50_ms'))} | "
+            f"{fmt(many.get('throughput'))} | {fmt(share, 0)}% | "
             f"{fmt(many.get('p50_ms'))} | {fmt(many.get('p99_ms'))} | {fmt(many.get('mean_batch'))} | "
             f"{sum(x['errors'] for x in cell['levels'])} | "
             f"{fmt(max(x['foreign_cores'] for x in cell['levels']), 2)} |"
@@ -935,45 +990,52 @@ def breakdown(results: dict) -> list[str]:
 
 
 def targets(results: dict) -> list[dict]:
-    """The issue's targets for the seed model, from this run's figures."""
-    seed = next((m for m in results["models"] if m["name"] == "seed_untrained"), None)
-    if seed is None:
+    """The issue's targets for the seed model and the shipped defaults, from this run's figures.
+
+    Each server figure is judged against the in-process forward measured right next to it (the
+    level's probe); the same comparison against the in-process table from the start of the run
+    is shown too."""
+    seed, cell = _default_cell(results)
+    if cell is None:
         return []
     plain_b1, plain_best = _plain(seed)
     ip = seed["in_process"]
-    default = results["default_config"]
-    threads = str(default["threads"])
-    forward_b1 = ip["threads"][threads]["1"]["fast_ms"]
-    b32 = next(r for r in ip["rows"] if r["batch"] == 32)
-    out = []
-    cell = next((c for c in seed["serve"] if c["config"]["batch_size"] == default["batch_size"]), None)
-    if cell is None:
-        return out
+    threads = str(results["default_config"]["threads"])
+    start_b1 = ip["threads"][threads]["1"]["fast_ms"]
+    start_b32 = next(r for r in ip["rows"] if r["batch"] == 32)["fast_wps"]
     lv = {x["concurrency"]: x for x in cell["levels"]}
+    out = []
     if 1 in lv:
         p50 = lv[1]["p50_ms"]
+        ref = (lv[1].get("probe") or {}).get("ms", start_b1)
         out.append({
-            "target": f"c=1 p50 <= forward p50 + 5 ms (batch-1 forward, {threads} thread(s): {forward_b1:.2f} ms)",
-            "measured": f"{p50:.2f} ms (+{p50 - forward_b1:.2f} ms)",
+            "target": f"c=1: p50 <= forward p50 + 5 ms (batch-1 fast forward, {threads} thread(s), as the worker)",
+            "measured": f"p50 {p50:.2f} ms; forward next to it {ref:.2f} ms: +{p50 - ref:.2f} ms (forward at the "
+                        f"start of the run {start_b1:.2f} ms: +{p50 - start_b1:.2f} ms)",
             "ratio": f"plain b1 {plain_b1:.0f} ms / p50 = {plain_b1 / p50:.1f}x",
-            "holds": p50 <= forward_b1 + 5,
+            "holds": p50 <= ref + 5,
         })
     if 32 in lv:
         thr = lv[32]["throughput"]
+        ref = (lv[32].get("probe") or {}).get("wps", start_b32)
         out.append({
-            "target": f"c=32 throughput >= 80% of in-process batch-32 ({b32['fast_wps']:.1f} windows/s, 2 threads)",
-            "measured": f"{thr:.1f} req/s = {thr / b32['fast_wps'] * 100:.0f}%, {lv[32]['errors']} errors",
-            "ratio": f"{thr / plain_best:.1f}x plain best ({plain_best:.1f}/s)",
-            "holds": thr >= 0.8 * b32["fast_wps"] and lv[32]["errors"] == 0,
+            "target": "c=32: throughput >= 80% of the in-process batch-32 forward (2 threads), zero errors",
+            "measured": f"{thr:.1f} req/s, {lv[32]['errors']} errors; forward next to it {ref:.1f} windows/s: "
+                        f"{thr / ref * 100:.0f}% (at the start of the run {start_b32:.1f}/s: "
+                        f"{thr / start_b32 * 100:.0f}%)",
+            "ratio": f"{thr / plain_best:.1f}x the plain path's best ({plain_best:.1f}/s)",
+            "holds": thr >= 0.8 * ref and lv[32]["errors"] == 0,
         })
-    start = cell["start"]
-    load_ms = max(start["worker_load_ms"]) if start["worker_load_ms"] else float("nan")
-    worst = max([start["register_s"]] + [c["scale"]["scale_up_s"] for c in seed["serve"] if c.get("scale")])
+    begin = cell["start"]
+    load_ms = max(begin["worker_load_ms"]) if begin["worker_load_ms"] else float("nan")
+    scale = [c["scale"]["scale_up_s"] for c in seed["serve"] if c.get("scale")]
+    worst = max([begin["register_s"], *scale])
     out.append({
         "target": "worker start (archive load + model ready) <= 3 s after the JVM is up",
-        "measured": f"registration POST -> READY {start['register_s']:.2f} s (slowest incl. scale-up "
-                    f"{worst:.2f} s); WorkerLoadTime {load_ms / 1e3:.2f} s",
-        "ratio": f"plain b1 forward = {plain_b1 / 1e3:.2f} s",
+        "measured": f"registration POST -> READY {begin['register_s']:.2f} s (archive unpack "
+                    f"{fmt(begin.get('post_to_spawn_s'), 2)} s); scale-up {', '.join(f'{x:.2f}' for x in scale)} s; "
+                    f"TorchServe WorkerLoadTime {load_ms / 1e3:.2f} s",
+        "ratio": f"= {worst / (plain_b1 / 1e3):.1f} plain batch-1 forwards ({plain_b1 / 1e3:.2f} s each)",
         "holds": worst <= 3.0,
     })
     return out
@@ -1028,6 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level (>= 16 x c)")
     parser.add_argument("--seconds", type=float, default=20, help="time limit per concurrency level")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of unmeasured load before each level")
+    parser.add_argument("--jvm-warmup", type=float, default=20, help="seconds of load on a fresh JVM before any level")
     parser.add_argument("--no-tune", action="store_true", help="skip the tuning sweep")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="wait up to S seconds for the 1-minute load average to drop below --max-load")
@@ -1037,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batches, args.runs, args.plain_runs = [1, 8], 3, 1
         args.concurrency, args.batch_sizes, args.requests, args.seconds = [1, 4], [1, 4], 20, 10
-        args.warmup = 0.5
+        args.warmup, args.jvm_warmup = 0.5, 0
         args.no_tune = True
 
     command = "python scripts/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -1080,6 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
             for model, entry in zip(models, results["models"], strict=True):
                 payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
                             for s in range(64)]
+                probe = Probe(model.config)
                 name = names[(model.name, default["threads"])]
                 for i, batch_size in enumerate(sorted(set(args.batch_sizes) | {default["batch_size"]})):
                     cell = CellConfig(model.name, default["workers"], default["threads"], batch_size,
@@ -1087,7 +1151,8 @@ def main(argv: list[str] | None = None) -> int:
                     first = not any(m["serve"] for m in results["models"])
                     entry["serve"].append(serve_cell(
                         server, f"{name}.mar", name, cell, args.concurrency, payloads, args.requests, args.seconds,
-                        scale_up=i == 0 and not args.quick, warmup_s=args.warmup * (3 if first else 1),
+                        scale_up=i == 0 and not args.quick, warmup_s=args.warmup, probe=probe,
+                        jvm_warmup_s=args.jvm_warmup if first else 0.0,
                     ))
             if not args.no_tune:
                 results["tuning"] = tune(server, models[0], names, args)
@@ -1112,20 +1177,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 TUNING = [  # (workers, threads, batchSize, maxBatchDelay ms)
-    (1, 1, 8, 2), (1, 1, 32, 2), (1, 2, 8, 2), (1, 2, 32, 2),
-    (2, 1, 8, 2), (2, 1, 16, 2), (2, 1, 32, 2), (2, 1, 32, 10), (2, 1, 16, 0),
+    (1, 1, 16, 2), (1, 1, 32, 2), (1, 2, 16, 2), (1, 2, 32, 2),
+    (2, 1, 8, 2), (2, 1, 16, 1), (2, 1, 16, 2), (2, 1, 16, 5), (2, 1, 32, 1), (2, 1, 32, 2),
 ]
 
 
 def tune(server: Server, model: BenchModel, names: dict, args: argparse.Namespace) -> list[dict]:
     payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
                 for s in range(64)]
+    probe = Probe(model.config)
     out = []
     for workers, threads, batch_size, delay in TUNING:
         cell = CellConfig(model.name, workers, threads, batch_size, delay)
         name = names[(model.name, threads)]
         out.append(serve_cell(server, f"{name}.mar", name, cell, [1, 8, 32], payloads, args.requests, args.seconds,
-                              warmup_s=args.warmup))
+                              warmup_s=args.warmup, probe=probe))
     return out
 
 
