@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -588,7 +589,9 @@ def serve_cell(
                 "errors": result.errors,
                 "error_samples": result.error_samples,
                 "seconds": result.seconds,
-                "throughput": result.throughput,
+                # c=1 with the paired forwards: 1 / mean latency (the forwards run between requests)
+                "throughput": 1e3 / statistics.fmean(result.latencies_ms) if paired and result.latencies_ms
+                else result.throughput,
                 "p50_ms": result.percentile(50),
                 "p90_ms": result.percentile(90),
                 "p99_ms": result.percentile(99),
@@ -824,6 +827,7 @@ def _model_section(model: dict, add) -> None:
         "throughput. *queue*, *frontend*: TorchServe's mean QueueTime and inference latency per request "
         "(`ts_*_microseconds` deltas); *handler*, *predict*: median HandlerTime / PredictionTime per batch; "
         "*batch*: mean requests per batch; CPU ms per request of the client, the JVM and the workers; "
+        "*req/s* at c=1 is 1 / mean latency (in-process forwards run between its requests, see below); "
         "*next to it*: the in-process fast forward timed just before the level (c=1: batch 1 with the worker's "
         "threads, ms; c=32: batch 32 with 2 threads, windows/s).\n"
     )
@@ -965,7 +969,7 @@ def plot_results(results: dict, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("throughput (forecasts/s)")
         ax.set_ylabel("latency (ms): p50 solid, p99 dotted")
-        ax.set_title(model["label"], fontsize=10)
+        ax.set_title(textwrap.fill(model["label"], 70), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -1040,15 +1044,18 @@ def breakdown(results: dict) -> list[str]:
     out = []
     if 1 in lv and "frontend_ms" in lv[1]:
         one = lv[1]
-        forward = ip["threads"][threads]["1"]["fast_ms"]
+        forward = (one.get("probe") or {}).get("ms", ip["threads"][threads]["1"]["fast_ms"])
         handler = one.get("HandlerTime_p50_ms", float("nan"))
+        worker_forward, worker_parse = one.get("ForwardTime_p50_ms", float("nan")), one.get("ParseTime_p50_ms", 0)
         out.append(
-            f"Lone request (c=1): client p50 {one['p50_ms']:.2f} ms = handler {handler:.2f} ms (in-process forward "
-            f"{forward:.2f} ms + parse {ip['parse_ms']:.2f} ms + response/metrics) + worker protocol "
-            f"{one['frontend_ms'] - one.get('queue_ms', 0) - one.get('PredictionTime_p50_ms', 0):.2f} ms (frontend "
-            f"latency minus queue and PredictionTime, means) + queue {one.get('queue_ms', 0):.2f} ms (maxBatchDelay "
-            f"{cell['config']['delay_ms']} ms) + HTTP/JVM/client {one['p50_ms'] - one['frontend_ms']:.2f} ms "
-            "(client p50 minus TorchServe's own mean latency)."
+            f"Lone request (c=1): client p50 {one['p50_ms']:.2f} ms, in-process forward next to it {forward:.2f} ms "
+            f"(+{one['p50_ms'] - forward:.2f} ms). Inside: handler {handler:.2f} ms = forward in the worker "
+            f"{worker_forward:.2f} ms + parse {worker_parse:.2f} ms (in-process, warm: {ip['parse_ms']:.2f} ms) + "
+            f"response and metrics {handler - worker_forward - worker_parse:.2f} ms; worker protocol "
+            f"{one['frontend_ms'] - one.get('queue_ms', 0) - one.get('PredictionTime_p50_ms', 0):.2f} ms (TorchServe's "
+            f"mean latency minus queue and PredictionTime); queue {one.get('queue_ms', 0):.2f} ms (maxBatchDelay "
+            f"{cell['config']['delay_ms']} ms); HTTP, JVM and client {one['p50_ms'] - one['frontend_ms']:.2f} ms "
+            "(client p50 minus TorchServe's mean latency)."
         )
     if 32 in lv:
         many = lv[32]
@@ -1056,14 +1063,18 @@ def breakdown(results: dict) -> list[str]:
         batch = many.get("mean_batch", 0)
         near = min(ip["threads"]["1"], key=lambda b: abs(int(b) - batch)) if batch else "32"
         per_window = ip["threads"]["1"][near]["fast_ms"] / int(near)
-        b32 = next(r for r in ip["rows"] if r["batch"] == 32)
+        served = many.get("ForwardTime_p50_ms", float("nan")) / batch if batch else float("nan")
+        reference = (many.get("probe") or {}).get("wps") or next(r for r in ip["rows"] if r["batch"] == 32)["fast_wps"]
         out.append(
-            f"Saturated (c=32): {many['throughput']:.1f} req/s in batches of {batch:.1f}; CPU per request: workers "
-            f"{many['worker_cpu_ms_per_req']:.2f} ms (in-process 1-thread forward at batch {near}: {per_window:.2f} ms "
-            f"per window), JVM {many['jvm_cpu_ms_per_req']:.2f} ms, load client {many['client_cpu_ms_per_req']:.2f} "
-            f"ms: {cpu:.2f} ms in all, i.e. a ceiling of {2e3 / cpu:.0f} req/s on 2 cores, against the in-process "
-            f"batch-32 forward's {b32['fast_wps']:.1f} windows/s (2 threads, {2e3 / b32['fast_wps']:.2f} CPU-ms per "
-            f"window). Other processes used {many['foreign_cores']:.2f} cores meanwhile."
+            f"Saturated (c=32): {many['throughput']:.1f} req/s in batches of {batch:.1f}. CPU per request: workers "
+            f"{many['worker_cpu_ms_per_req']:.2f} ms, JVM {many['jvm_cpu_ms_per_req']:.2f} ms, load client "
+            f"{many['client_cpu_ms_per_req']:.2f} ms: {cpu:.2f} ms in all, a ceiling of {2e3 / cpu:.0f} req/s on 2 "
+            f"cores. The workers' forward took {served:.2f} ms per window (median batch forward / mean batch), against "
+            f"{per_window:.2f} ms for the in-process 1-thread forward at batch {near} with the other core idle: the "
+            "two vCPUs slow each other down when both compute (shared core or caches; each worker also streams its "
+            f"own copy of the weights). The in-process batch-32 forward with 2 threads on the same weights: "
+            f"{reference:.1f} windows/s, {2e3 / reference:.2f} CPU-ms per window. Other processes used "
+            f"{many['foreign_cores']:.2f} cores meanwhile."
         )
     return out
 
