@@ -12,9 +12,12 @@ http://127.0.0.1:8081), ``--token-file`` (TorchServe's key_file.json, key ``mana
 Token, first found: --token-file, $ALM_MANAGEMENT_TOKEN, .serve/key_file.json (scripts/serve.sh);
 a key file is read again once when the server refuses its key (keys expire and rotate).
 
-register   ``POST /models?url=ARCHIVE&synchronous=false&initial_workers=N``: returns at once
-           (202); with ``--wait``, polls until the new version's N workers are READY (the model
-           is found by its archive URL, so name and version need not be given). ARCHIVE is the
+register   ``POST /models?url=ARCHIVE&synchronous=false``: returns at once (202) and the new
+           version starts the archive's ``minWorkers`` (TorchServe 0.12 ignores
+           ``initial_workers`` for an archive that sets it, as every archive built here does);
+           ``--workers N`` then sets exactly N (``PUT ...?min_worker=N&max_worker=N``). With
+           ``--wait``, polls until the new version's workers are READY (the model is found by
+           its archive URL, so name and version need not be given). ARCHIVE is the
            file name of an archive in the server's model store (TorchServe refuses anything
            outside it: config.properties' allowed_urls); a path (with a ``/``) is sent as a
            ``file://`` URL of that absolute path, which must lie in the model store too.
@@ -178,21 +181,36 @@ def cmd_register(api: Management, args) -> int:
         initial_workers=args.workers,
         model_name=args.name,
     )
-    print(f"registering {url} with {args.workers} worker(s) (asynchronous)", file=sys.stderr)
-    if not args.wait:
-        return 0
+    count = "the archive's minWorkers" if args.workers is None else f"{args.workers}"
+    print(f"registering {url} with {count} worker(s) (asynchronous)", file=sys.stderr)
     candidates = {url, url.rsplit("/", 1)[-1]}
 
-    def ready():
-        for name in [args.name] if args.name else api.model_names():
-            for entry in api.versions(name):
-                if entry.get("modelUrl") in candidates:
-                    if all_ready(entry, args.workers):
-                        return entry, ""
-                    return None, f"{name} {entry['modelVersion']}: {worker_summary(entry)}"
-        return None, "not registered yet"
+    def registered(check):
+        """A `wait` condition: the entry registered from this URL once `check(entry)` holds."""
 
-    entry = api.wait(ready, f"{url}", args.timeout)
+        def condition():
+            for name in [args.name] if args.name else api.model_names():
+                for entry in api.versions(name):
+                    if entry.get("modelUrl") in candidates:
+                        if check(entry):
+                            return entry, ""
+                        return None, f"{name} {entry['modelVersion']}: {worker_summary(entry)}"
+            return None, "not registered yet"
+
+        return condition
+
+    if args.workers is not None:
+        entry = api.wait(registered(lambda _: True), url, args.timeout)
+        path = f"/models/{quote(entry['modelName'], safe='')}/{quote(entry['modelVersion'], safe='')}"
+        api.call("PUT", path, ok=(200, 202), min_worker=args.workers, max_worker=args.workers, synchronous="false")
+    if not args.wait:
+        return 0
+    wanted = (
+        (lambda e: all_ready(e, e.get("minWorkers", 1)))
+        if args.workers is None
+        else (lambda e: all_ready(e, args.workers, args.workers))
+    )
+    entry = api.wait(registered(wanted), url, args.timeout)
     print(f"{entry['modelName']} {entry['modelVersion']}: {worker_summary(entry)}")
     return 0
 
@@ -322,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("register", parents=[common], help="register an archive (asynchronously)")
     p.add_argument("archive", help="archive file name in the model store (or a path inside it)")
-    p.add_argument("--workers", type=int, default=1, help="initial workers (default 1)")
+    p.add_argument("--workers", type=int, help="exactly this many workers (default: the archive's minWorkers)")
     p.add_argument("--name", help="register under this model name instead of the archive's")
     p.add_argument("--wait", action="store_true", help="wait until the workers are READY")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
@@ -358,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "workers", 1) < 1 or getattr(args, "min", 0) < 0:
+    workers = getattr(args, "workers", None)
+    if (workers is not None and workers < 1) or getattr(args, "min", 0) < 0:
         print("error: --workers must be >= 1 and --min >= 0", file=sys.stderr)
         return 2
     try:

@@ -70,7 +70,9 @@ def test_model_yaml_is_merged_over_the_defaults(tiny_checkpoint, tmp_path):
         config = yaml.safe_load(archive.read("model-config.yaml"))
         manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
     assert manifest["model"]["modelVersion"] == "7.0"
-    assert "archive" not in config and config["batchSize"] == 2 and config["maxBatchDelay"] == 5
+    defaults = yaml.safe_load((ROOT / "archive_configs" / "default.yaml").read_text())
+    assert "archive" not in config and config["batchSize"] == 2
+    assert config["maxBatchDelay"] == defaults["maxBatchDelay"] and config["minWorkers"] == defaults["minWorkers"]
     assert config["handler"] == {"threads": 1, "device": "auto", "seq_len": 30}
 
 

@@ -45,15 +45,21 @@ RECOVERY_LIMIT_S = 60
 # -- a worker killed under load -----------------------------------------------------------------
 
 
-def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: TorchServeClient):
-    name = "fault_kill"
+@pytest.mark.parametrize("count", [1, 2], ids=["one-worker", "two-workers"])
+def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: TorchServeClient, count: int):
+    """With one worker the model is down until the new one is READY; with two (the shipped
+    default) the survivor keeps answering meanwhile."""
+    name = f"fault_kill_{count}"
     checkpoint = torchserve.checkpoint("tiny")
-    workers = register(torchserve, name, checkpoint, "batchSize: 8\nmaxBatchDelay: 5\n")
+    config = f"minWorkers: {count}\nmaxWorkers: {count}\nbatchSize: 8\nmaxBatchDelay: 5\n"
+    workers = register(torchserve, name, checkpoint, config, workers=count)
     try:
         offline = Forecaster.from_checkpoint(checkpoint, name=name, device="cpu")
         payloads = [embeddings_csv(rows=20 + i % 7, input_size=TINY.input_size, seed=300 + i) for i in range(16)]
         expected = offline.predict(payloads)
         old_pid = workers[0]["pid"]
+        pids_before = {w["pid"] for w in workers}
+        assert len(pids_before) == count
         log: list[tuple[float, float, int, requests.Response | Exception]] = []  # sent, done, payload, answer
         stop = threading.Event()
 
@@ -75,7 +81,7 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
             _wait_for(lambda: sum(isinstance(a, requests.Response) and a.ok for *_, a in log) >= 20, 60)
             killed_at = time.monotonic()
             os.kill(old_pid, signal.SIGKILL)
-            new_pid = _wait_for_new_ready_worker(torchserve, name, old_pid, RECOVERY_LIMIT_S)
+            new_pid = _wait_for_new_ready_worker(torchserve, name, pids_before, RECOVERY_LIMIT_S)
             ready_at = time.monotonic()
             _wait_for(lambda: any(s > ready_at and _ok(a) for s, _, _, a in log), RECOVERY_LIMIT_S)
             recovered_at = min(d for s, d, _, a in log if s > ready_at and _ok(a))
@@ -106,6 +112,8 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
             failed.append(_show(answer))
         after = [a for s, _, _, a in log if s > ready_at]
         assert len(after) >= 10 and all(_ok(a) for a in after)
+        if count > 1:  # the surviving worker answered while the new one was starting
+            assert any(killed_at < s and d < ready_at and _ok(a) for s, d, _, a in log)
         print(f"in flight at the kill and failed loudly: {len(failed)}: {sorted(set(failed))}")
     finally:
         unregister(torchserve, name)
@@ -129,11 +137,11 @@ def _wait_for(condition, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _wait_for_new_ready_worker(torchserve: TorchServeClient, name: str, old_pid: int, timeout: float) -> int:
+def _wait_for_new_ready_worker(torchserve: TorchServeClient, name: str, old_pids: set[int], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers = torchserve.workers(name)
-        ready = [w["pid"] for w in workers if w["status"] == "READY" and w["pid"] not in (old_pid, -1)]
+        ready = [w["pid"] for w in workers if w["status"] == "READY" and w["pid"] not in old_pids | {-1}]
         if ready:
             return ready[0]
         time.sleep(0.02)

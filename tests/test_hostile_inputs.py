@@ -4,7 +4,7 @@ Every case goes out in one burst of 8 concurrent requests: the case in each tran
 (multipart ``data`` as bytes and as a ``text/csv`` part, multipart ``file``, raw ``text/csv``
 body, raw ``application/octet-stream`` body), filled up with good requests. The model,
 ``hostile`` (the session's tiny checkpoint under its own name, so that no other test's
-scaling or versions disturb its worker), is registered with ``batchSize: 8`` and
+scaling or versions disturb its worker), is registered with ONE worker, ``batchSize: 8`` and
 ``maxBatchDelay: 200`` ms: a burst is ONE batch, so every bad request shares its forward pass
 with good ones. For every case:
 
@@ -39,6 +39,9 @@ from tests.data import TINY, embeddings_csv
 MODEL = "hostile"
 ROWS = 24  # data rows of the base file; the model reads the last 20 (rows 5..24, lines 6..25)
 BURST = 8
+#: Archive YAML pinning a model to one worker (the shipped default is one per core), for tests
+#: that need every request of a burst in the same batch or a known worker to kill.
+ONE_WORKER = "minWorkers: 1\nmaxWorkers: 1\n"
 HEADER = [f"emb_{i}" for i in range(TINY.input_size)] + ["last_price"]
 
 #: name -> requests kwargs carrying ``body`` the way a client would send it
@@ -77,7 +80,7 @@ def unregister(torchserve: TorchServeClient, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def served(torchserve: TorchServeClient):
-    register(torchserve, MODEL, torchserve.checkpoint("tiny"), "batchSize: 8\nmaxBatchDelay: 200\n")
+    register(torchserve, MODEL, torchserve.checkpoint("tiny"), ONE_WORKER + "batchSize: 8\nmaxBatchDelay: 200\n")
     yield torchserve
     unregister(torchserve, MODEL)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from scripts import build_archive, models
-from tests.conftest import TorchServeClient
+from tests.conftest import ROOT, TorchServeClient
 from tests.data import TINY, embeddings_csv, write_checkpoint
 from tests.test_client import Scripted
 
@@ -47,7 +48,8 @@ def test_register_default_scale_list_unregister(torchserve, archives, cli):
     try:
         code, out, err = cli("register", archives["1.0"], "--wait", "--timeout", "90")
         assert code == 0, err
-        assert out.strip() == "life 1.0: 1/1 READY"
+        shipped = yaml.safe_load((ROOT / "archive_configs" / "default.yaml").read_text())["minWorkers"]
+        assert out.strip() == f"life 1.0: {shipped}/{shipped} READY"  # the archive's minWorkers
         code, out, err = cli("register", archives["2.0"], "--workers", "1", "--wait", "--timeout", "90")
         assert code == 0 and out.strip() == "life 2.0: 1/1 READY", err
         assert [w["status"] for w in torchserve.workers("life", "2.0")] == ["READY"]
@@ -71,7 +73,8 @@ def test_register_default_scale_list_unregister(torchserve, archives, cli):
         code, out, err = cli("list")
         assert code == 0, err
         lines = {tuple(line.split()[:3]) for line in out.splitlines()}
-        assert ("life", "1.0", "1/1") in lines and ("life", "2.0", "*") in lines and ("tiny", "1.0", "*") in lines
+        assert ("life", "1.0", f"{shipped}/{shipped}") in lines
+        assert ("life", "2.0", "*") in lines and ("tiny", "1.0", "*") in lines
         code, out, err = cli("list", "--json")
         listed = {(d["modelName"], d["modelVersion"]): d for d in json.loads(out)}
         assert listed[("life", "2.0")]["default"] and not listed[("life", "1.0")]["default"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+import yaml
 
 from alm_forecaster.forecaster import Forecaster
 from scripts import build_archive
@@ -173,7 +174,10 @@ def test_describe_shows_the_model(torchserve):
     assert meta["torch_threads"] == 1 and meta["serving"]["settings"]["threads"] == 1
     # Self-contained: the worker imported alm_forecaster from the unpacked archive, not the repo.
     assert Path(meta["serving"]["package_dir"]).is_relative_to(torchserve.workdir / "tmp"), meta["serving"]
-    assert described["batchSize"] == 8 and described["maxBatchDelay"] == 5
+    defaults = yaml.safe_load((ROOT / "archive_configs" / "default.yaml").read_text())  # what ships
+    for key in ("batchSize", "maxBatchDelay", "minWorkers", "maxWorkers"):
+        assert described[key] == defaults[key], key
+    assert len(described["workers"]) == defaults["minWorkers"]
 
 
 def test_async_registration_versions_and_unregister(torchserve, tmp_path, offline):
@@ -234,10 +238,11 @@ def test_registration_is_limited_to_the_model_store(torchserve, url, status, fra
 
 
 def test_scaling_workers_up_and_down(torchserve):
-    response = torchserve.manage("PUT", "/models/tiny", params={"min_worker": 2, "synchronous": "true"})
+    shipped = {w["pid"] for w in torchserve.wait_ready("tiny")}
+    response = torchserve.manage("PUT", "/models/tiny", params={"min_worker": 3, "synchronous": "true"})
     assert response.status_code == 200, response.text
-    scaled_up = {w["pid"] for w in torchserve.wait_ready("tiny", count=2, timeout=90)}
-    assert len(scaled_up) == 2
+    scaled_up = {w["pid"] for w in torchserve.wait_ready("tiny", count=3, timeout=90)}
+    assert len(scaled_up) == 3 and shipped < scaled_up
     csv = embeddings_csv(rows=20, input_size=TINY.input_size, seed=9)
     assert torchserve.predict("tiny", data=csv, headers={"Content-Type": "text/csv"}).status_code == 200
     # TorchServe scales down only to max_worker: lower both, then give the ceiling back.
@@ -249,9 +254,11 @@ def test_scaling_workers_up_and_down(torchserve):
     removed = [psutil.Process(pid) for pid in scaled_up - remaining if psutil.pid_exists(pid)]
     _, alive = psutil.wait_procs(removed, timeout=30)
     assert not alive, f"scaled-down worker still running: {alive}"
-    assert torchserve.manage("PUT", "/models/tiny", params={"max_worker": 4}).status_code == 202
-    assert {w["pid"] for w in torchserve.workers("tiny")} == remaining
-    assert torchserve.describe("tiny")["maxWorkers"] == 4
+    # Back to the shipped scale for the tests after this one.
+    params = {"min_worker": len(shipped), "max_worker": 4, "synchronous": "true"}
+    assert torchserve.manage("PUT", "/models/tiny", params=params).status_code == 200
+    restored = {w["pid"] for w in torchserve.wait_ready("tiny", count=len(shipped), timeout=90)}
+    assert remaining < restored and torchserve.describe("tiny")["maxWorkers"] == 4
 
 
 # -- metrics, tokens, hygiene ------------------------------------------------------------------
