@@ -64,7 +64,7 @@ from alm_forecaster import native  # noqa: E402
 from alm_forecaster.checkpoint import load_checkpoint  # noqa: E402
 from alm_forecaster.config import ModelConfig  # noqa: E402
 from alm_forecaster.forecaster import Forecaster  # noqa: E402
-from scripts import bench_model, bench_parse, build_archive, serve_config  # noqa: E402
+from scripts import bench_model, bench_parse, build_archive  # noqa: E402
 from tests.conftest import TorchServeClient, start_torchserve  # noqa: E402
 from tests.data import TINY, embeddings_csv, write_checkpoint  # noqa: E402
 
@@ -1244,8 +1244,7 @@ def main(argv: list[str] | None = None) -> int:
         store = workdir / "model_store"
         threads = sorted({1, 2, default["threads"]}) if not args.no_tune else sorted({default["threads"]})
         names = build_archives(models, threads, store)
-        overrides = {"vmargs": serve_config.read_properties().get("vmargs", "")}
-        with start_torchserve(workdir, store, [], overrides) as client:
+        with start_torchserve(workdir, store, []) as client:  # the shipped config.properties, ports aside
             server = Server(client)
             for model, entry in zip(models, results["models"], strict=True):
                 payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)

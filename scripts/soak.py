@@ -8,7 +8,7 @@
 Without ``--url`` the script starts a TorchServe of its own exactly as the tests do
 (tests/conftest.py ``start_torchserve``: free loopback ports, its own temp/log directories, the
 archive built by scripts/build_archive.py, the shipped config.properties with the ports filled
-in and its own ``vmargs``) and stops it at the end.
+in) and stops it at the end.
 
 Each client thread sends, back to back, a mix of good uploads (real OHLCV and embeddings
 windows of the model, every transport: multipart ``data``/``file``, raw text/csv and
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _soak_own_server(args) -> dict:
     """A TorchServe started exactly as the tests start theirs, with the shipped JVM settings."""
-    from scripts import build_archive, serve_config
+    from scripts import build_archive
     from tests.conftest import start_torchserve
 
     with contextlib.ExitStack() as stack:
@@ -490,9 +490,8 @@ def _soak_own_server(args) -> dict:
         store = workdir / "model_store"
         if build_archive.main(["--model", args.model, "--export-path", str(store)]) != 0:
             raise SystemExit(f"cannot build the archive of {args.model}")
-        overrides = {"vmargs": serve_config.read_properties()["vmargs"]}
         started = time.monotonic()
-        with start_torchserve(workdir, store, [args.model], overrides) as ts:
+        with start_torchserve(workdir, store, [args.model]) as ts:
             print(f"TorchServe ready in {time.monotonic() - started:.1f} s at {ts.inference_url} (workdir {workdir})")
             server = Server(ts.inference_url, ts.management_url, dict(ts.keys), args.model, workdir / "key_file.json")
             return soak(server, args)

@@ -223,7 +223,6 @@ def start_torchserve(
         "grpc_inference_port": str(ports[3]),
         "grpc_management_port": str(ports[4]),
         "load_models": ",".join(f"{name}.mar" for name in load_models),
-        "vmargs": "-Xmx256m -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError",
         **(overrides or {}),
     }
     config = workdir / "config.properties"

@@ -232,7 +232,7 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_secrets():
     for needed in ("requirements.txt", "scripts/setup_env.sh", "scripts/build_archive.py", "scripts/build_native.py",
                    "scripts/serve_config.py", "scripts/make_seed_checkpoint.py", "alm_forecaster/__init__.py",
                    "alm_forecaster/native/recurrence.cpp", "alm_forecaster/native/kernels.h",
-                   "handlers/xlstm_handler.py", "archive_configs/default.yaml", "models/sp500_xlstm.pt",
+                   "handlers/xlstm_handler.py", "archive_configs/default.yaml", "log4j2.xml", "models/sp500_xlstm.pt",
                    "docker/entrypoint.sh",
                    "docker/config.properties", "docker/healthcheck.py", "docker/token_gateway.py"):
         assert not dockerignore_excludes(needed, patterns), f".dockerignore drops {needed}"

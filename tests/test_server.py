@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -262,6 +263,29 @@ def test_scaling_workers_up_and_down(torchserve):
 
 
 # -- metrics, tokens, hygiene ------------------------------------------------------------------
+
+
+def test_front_end_runs_with_the_shipped_jvm_and_logging_settings(torchserve):
+    """config.properties' vmargs reach the JVM, and log4j2.xml is in force: every event written
+    once, no per-request DEBUG lines, lifecycle DEBUG lines kept, access lines in access_log."""
+    java = next(p for p in torchserve.processes() if p.name() == "java")
+    flags = java.cmdline()
+    assert "-XX:TieredStopAtLevel=1" in flags
+    assert f"-Dlog4j.configurationFile=file://{ROOT / 'log4j2.xml'}" in flags
+    access = torchserve.log_dir / "access_log.log"
+    before = access.read_text().count("POST /predictions/tiny ")
+    csv = embeddings_csv(rows=20, input_size=TINY.input_size, seed=4)
+    for _ in range(3):
+        assert torchserve.predict("tiny", data=csv, headers={"Content-Type": "text/csv"}).status_code == 200
+    deadline = time.monotonic() + 10  # asynchronous logging: the lines follow shortly
+    while access.read_text().count("POST /predictions/tiny ") < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert access.read_text().count("POST /predictions/tiny ") == before + 3
+    ts_log = (torchserve.log_dir / "ts_log.log").read_text()
+    assert "Waiting time ns" not in ts_log and "Flushing req.cmd PREDICT" not in ts_log
+    assert "ACCESS_LOG" not in ts_log
+    started = [line for line in ts_log.splitlines() if "Worker cmdline" in line]
+    assert started and len(started) == len(set(started)), "each worker start logged once"
 
 
 def test_metrics_show_the_inference_counters_moving(torchserve):
