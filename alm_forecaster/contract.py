@@ -93,7 +93,7 @@ def numeric_block(table: Table, columns: list[int], start: int = 0) -> np.ndarra
     flat = "".join(cells)
     if flat.isascii() and "_" not in flat:
         try:
-            values = np.array(list(map(float, cells)), dtype=np.float64)
+            values = np.fromiter(map(float, cells), dtype=np.float64, count=len(cells))
         except ValueError:
             values = None
         if values is not None and np.isfinite(values).all():
