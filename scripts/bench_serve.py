@@ -326,7 +326,8 @@ class Server:
 
     def __init__(self, client: TorchServeClient) -> None:
         self.client = client
-        self.ts_log = client.log_dir / "ts_log.log"
+        #: The front end's log (worker start, [METRICS] lines) and the workers' own (log4j2.xml)
+        self.logs = (client.log_dir / "ts_log.log", client.log_dir / "model_log.log")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # start_torchserve returns once the keys exist
             with contextlib.suppress(requests.ConnectionError):
@@ -335,13 +336,19 @@ class Server:
             time.sleep(0.05)
         self.jvm = next((p for p in client.processes() if "java" in p.name()), None)
 
-    def log_offset(self) -> int:
-        return self.ts_log.stat().st_size if self.ts_log.exists() else 0
+    def log_offset(self) -> tuple[int, ...]:
+        return tuple(log.stat().st_size if log.exists() else 0 for log in self.logs)
 
-    def log_since(self, offset: int) -> list[str]:
-        with open(self.ts_log, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace").splitlines()
+    def log_since(self, offset: tuple[int, ...]) -> list[str]:
+        """Lines written to the logs since `log_offset` (asynchronous logging: give them a moment)."""
+        time.sleep(0.2)
+        lines = []
+        for log, start in zip(self.logs, offset, strict=True):
+            if log.exists():
+                with open(log, "rb") as f:
+                    f.seek(start)
+                    lines += f.read().decode("utf-8", "replace").splitlines()
+        return lines
 
     def register(self, archive: str, name: str, batch_size: int, delay_ms: int, workers: int) -> dict:
         offset = self.log_offset()
@@ -450,7 +457,7 @@ def worker_phases(lines: list[str], name: str) -> list[dict]:
 
 def batch_metrics(lines: list[str], name: str) -> dict:
     """HandlerTime / PredictionTime / ParseTime / ForwardTime and forecasts per batch, from the
-    worker's [METRICS] lines in ts_log.log (TorchServe logs each line twice: deduplicated)."""
+    worker's [METRICS] lines in ts_log.log (deduplicated: TorchServe's built-in logging wrote each twice)."""
     seen, values = set(), {}
     for line in lines:
         if "[METRICS]" not in line or f"ModelName:{name}," not in line:
@@ -1297,7 +1304,7 @@ NOTES = [
     "sets the worker count with PUT /models/<m>?min_worker=N&max_worker=N; batch_size and max_batch_delay "
     "given at registration do win over the archive's.",
     "TorchServe's HandlerTime and PredictionTime are Prometheus gauges (last value only); the per-batch "
-    "values here come from the worker's [METRICS] lines that TorchServe copies into ts_log.log (each twice).",
+    "values here come from the worker's [METRICS] lines that TorchServe copies into ts_log.log.",
     "2 torch threads per worker collapse as soon as something else wants a core (OpenMP and the kernel's "
     "per-step barriers spin): measured on a loaded machine, a lone request took 470 ms instead of ~25 ms.",
 ]
