@@ -651,6 +651,85 @@ def _rss_mb(process: psutil.Process | None) -> float:
         return float("nan")
 
 
+#: py-spy frame fragments -> what a lone request's worker time is spent on (first match wins).
+PROFILE_STAGES = (
+    ("forward", ("Forecaster.forward ",)),
+    ("parse + validate", ("Forecaster.parse ",)),
+    ("response JSON", ("forecast_response ", "XLSTMHandler.respond ")),
+    ("handler metrics", ("XLSTMHandler.record ", "XLSTMHandler.emit ")),
+    ("handler, other", ("xlstm_handler.py",)),
+    ("TorchServe: read the request", ("retrieve_msg ",)),
+    ("TorchServe: predict bookkeeping", ("ts/service.py",)),
+)
+
+
+def profile_lone_requests(server: Server, archive: str, name: str, cell: CellConfig, bodies: list[bytes],
+                          seconds: float, workdir: Path) -> dict | None:
+    """Sample one worker with py-spy (wall clock, idle included) while lone requests run: where the
+    worker's time goes per request, and how long it waits between requests (the front end, the
+    HTTP round trip and the client). None when py-spy is missing or may not attach."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        print("  py-spy not installed (requirements-dev.txt): no worker profile", flush=True)
+        return None
+    server.register(archive, name, cell.batch_size, cell.delay_ms, 1)
+    try:
+        client = server.client
+        headers = {"Content-Type": "text/csv", **client.auth()}
+        path = f"/predictions/{name}"
+        run_load(client.inference_url, path, headers, bodies, 1, 20_000, 3.0)
+        raw = workdir / "worker-profile.txt"
+        command = [spy, "record", "-p", str(server.workers(name)[0].pid), "--idle", "--nonblocking", "--rate", "1000",
+                   "--format", "raw", "-o", str(raw), "--duration", str(int(seconds))]
+        # The load runs longer than the sampling on both sides, so that every sample falls inside it.
+        done: list[LoadResult] = []
+        load = threading.Thread(target=lambda: done.append(
+            run_load(client.inference_url, path, headers, bodies, 1, 1_000_000, seconds + 3.0)))
+        load.start()
+        time.sleep(1.0)
+        spying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, err = spying.communicate(timeout=seconds + 60)
+        load.join()
+        result = done[0]
+        if spying.returncode != 0 or not raw.exists():
+            print(f"  py-spy failed: {err.strip()[-300:]}", flush=True)
+            return None
+        return summarise_profile(raw.read_text(), result.requests, result.seconds)
+    finally:
+        server.unregister(name)
+
+
+def summarise_profile(raw: str, requests_done: int, seconds: float) -> dict:
+    """py-spy raw stacks -> ms per request by stage (`PROFILE_STAGES`), the rest as waiting or other:
+    each stage's share of the samples times the mean time per request of the load around them."""
+    samples: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        frames = stack.split(";")
+        stage = next((label for label, marks in PROFILE_STAGES if any(m in f for f in frames for m in marks)), None)
+        if stage is None:
+            innermost = frames[-1]
+            if "handle_connection" in innermost and "model_service_worker.py" in innermost:
+                stage = "TorchServe: send the response"
+            else:
+                stage = "other"
+        elif stage == "TorchServe: read the request" and "_retrieve_buffer" in frames[-1]:
+            stage = "waiting for the next request (front end, HTTP, client)"
+        samples[stage] = samples.get(stage, 0) + int(count)
+    per_request = seconds / requests_done * 1e3 if requests_done else float("nan")
+    return {
+        "requests": requests_done,
+        "seconds": seconds,
+        "samples": total,
+        "ms_per_request": {k: v / total * per_request for k, v in sorted(samples.items(), key=lambda kv: -kv[1])},
+        "wall_ms_per_request": per_request,
+    }
+
+
 def build_archives(models: list[BenchModel], threads: list[int], store: Path) -> dict[tuple[str, int], str]:
     """One archive per (model, torch threads): the model's effective YAML with handler.threads
     overridden. Returns (model, threads) -> registered model name (= archive name)."""
@@ -1039,6 +1118,19 @@ def defaults_rationale(results: dict) -> list[str]:
     return out
 
 
+def profile_lines(profile: dict | None) -> list[str]:
+    """The worker profile (`profile_lone_requests`) as one paragraph of the report."""
+    if not profile:
+        return []
+    stages = ", ".join(f"{k} {v:.2f} ms" for k, v in profile["ms_per_request"].items())
+    return [
+        f"Lone request, from inside the worker (py-spy, wall clock, {profile['requests']} requests in "
+        f"{profile['seconds']:.0f} s, one worker so that it sees them all): {profile['wall_ms_per_request']:.2f} "
+        f"ms per request = {stages}. The waiting is the time between the worker's answer and the next request: "
+        "TorchServe's front end both ways (incl. maxBatchDelay), HTTP and the client."
+    ]
+
+
 def _default_cell(results: dict) -> tuple[dict, dict] | tuple[None, None]:
     seed = next((m for m in results["models"] if m["name"] == "seed_untrained"), None)
     if seed is None:
@@ -1052,13 +1144,14 @@ def _default_cell(results: dict) -> tuple[dict, dict] | tuple[None, None]:
 
 def breakdown(results: dict) -> list[str]:
     """The default cell's latency at c=1 and CPU per request at c=32, split by stage."""
+    profile = profile_lines(results.get("worker_profile"))
     seed, cell = _default_cell(results)
     if cell is None:
-        return []
+        return profile
+    out: list[str] = []
     ip = seed["in_process"]
     threads = str(results["default_config"]["threads"])
     lv = {x["concurrency"]: x for x in cell["levels"]}
-    out = []
     if 1 in lv and "frontend_ms" in lv[1]:
         one = lv[1]
         forward = (one.get("probe") or {}).get("ms", ip["threads"][threads]["1"]["fast_ms"])
@@ -1074,6 +1167,7 @@ def breakdown(results: dict) -> list[str]:
             f"{cell['config']['delay_ms']} ms); HTTP, JVM and client {one['p50_ms'] - one['frontend_ms']:.2f} ms "
             "(client p50 minus TorchServe's mean latency)."
         )
+    out += profile
     if 32 in lv:
         many = lv[32]
         cpu = many["client_cpu_ms_per_req"] + many["jvm_cpu_ms_per_req"] + many["worker_cpu_ms_per_req"]
@@ -1204,6 +1298,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="wait up to S seconds for the 1-minute load average to drop below --max-load")
     parser.add_argument("--max-load", type=float, default=0.5)
     parser.add_argument("--keep", action="store_true", help="keep the server's directory (logs)")
+    parser.add_argument("--vmargs", help="the JVM's options instead of config.properties' (e.g. to compare JIT modes)")
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.runs, args.plain_runs = [1, 8], 3, 1
@@ -1251,7 +1346,8 @@ def main(argv: list[str] | None = None) -> int:
         store = workdir / "model_store"
         threads = sorted({1, 2, default["threads"]}) if not args.no_tune else sorted({default["threads"]})
         names = build_archives(models, threads, store)
-        with start_torchserve(workdir, store, []) as client:  # the shipped config.properties, ports aside
+        overrides = {"vmargs": args.vmargs} if args.vmargs else None  # else the shipped config.properties
+        with start_torchserve(workdir, store, [], overrides) as client:
             server = Server(client)
             for model, entry in zip(models, results["models"], strict=True):
                 payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
@@ -1267,6 +1363,16 @@ def main(argv: list[str] | None = None) -> int:
                         scale_up=i == 0 and not args.quick, warmup_s=args.warmup, probe=probe,
                         jvm_warmup_s=args.jvm_warmup if first else 0.0,
                     ))
+            if models:
+                print("profiling a worker under lone requests (py-spy)", flush=True)
+                seed = models[0]
+                cell = CellConfig(seed.name, 1, default["threads"], default["batch_size"], default["delay_ms"])
+                name = names[(seed.name, default["threads"])]
+                bodies = [embeddings_csv(rows=seed.config.seq_len, input_size=seed.config.input_size, seed=s)
+                          for s in range(64)]
+                seconds = 4.0 if args.quick else 15.0
+                results["worker_profile"] = profile_lone_requests(server, f"{name}.mar", name, cell, bodies, seconds,
+                                                                  workdir)
             if not args.no_tune:
                 results["tuning"] = tune(server, models[0], names, args)
         if not args.quick:
@@ -1298,8 +1404,16 @@ NOTES = [
     "the two counting. The targets are judged against those; the comparison with the in-process table from "
     "the start of the run is shown too.",
     "A fresh JVM's JIT compiler keeps most of a core busy for tens of seconds (measured: C2 compiler threads "
-    "at 2-5 CPU-ms per request during the first ~30 s); the run starts with --jvm-warmup seconds of load, and "
-    "each level with --warmup seconds, none of them measured.",
+    "at 3-5 CPU-ms per request during the first ~30 s, still 0.6-3.5 ms after 100 s of lone requests); the run "
+    "starts with --jvm-warmup seconds of load, and each level with --warmup seconds, none of them measured. "
+    "C1 only (--vmargs '... -XX:TieredStopAtLevel=1') was measured too and is not shipped: JVM CPU per lone "
+    "request 2.4 ms instead of 6.0 and 0.6 instead of 1.05 ms at c=32, but TorchServe hashes each archive (SHA-256) at "
+    "registration, which C1 code does 8x slower: 0.8-1.2 s instead of 0.1 s for the 49 MB seed-size archive, "
+    "and worker start failed its 3 s target (3.24 s).",
+    "Logging (log4j2.xml, async_logging=true): TorchServe's built-in configuration wrote ~15 lines per request "
+    "into ts_log.log (every front-end line twice, two DEBUG lines per request, access lines three times), "
+    "synchronously in the thread that answers; the shipped one writes ~5, once each, from a background thread "
+    "(ts_log.log 30,052 -> 10,673 lines for the same ~2,000 requests).",
     "TorchServe 0.12: the archive's minWorkers wins over the registration's initial_workers, so the benchmark "
     "sets the worker count with PUT /models/<m>?min_worker=N&max_worker=N; batch_size and max_batch_delay "
     "given at registration do win over the archive's.",
