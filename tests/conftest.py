@@ -180,6 +180,12 @@ class TorchServeClient:
             return []
 
 
+def build_archive_cli(checkpoint: Path, name: str, store: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """scripts/build_archive.py run as a command, as an operator would: exit status and stderr."""
+    command = [sys.executable, str(ROOT / "scripts" / "build_archive.py"), str(checkpoint), "--name", name]
+    return subprocess.run([*command, "--export-path", str(store)], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
 def free_ports(count: int) -> list[int]:
     """Loopback ports free right now (held open together so that they differ)."""
     with contextlib.ExitStack() as stack:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,9 +13,8 @@ import torch
 import yaml
 
 from scripts import build_archive, serve_config
+from tests.conftest import ROOT, build_archive_cli
 from tests.data import TINY, write_checkpoint
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class NotAllowedInCheckpoints:
@@ -121,20 +118,7 @@ def test_a_bad_checkpoint_never_becomes_an_archive(tmp_path, capsys, make, detai
 def test_cli_exit_status_and_message(tmp_path):
     checkpoint = tmp_path / "broken.pt"
     _garbage(checkpoint)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "build_archive.py"),
-            str(checkpoint),
-            "--name",
-            "broken",
-            "--export-path",
-            str(tmp_path / "store"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = build_archive_cli(checkpoint, "broken", tmp_path / "store")
     assert done.returncode == 1
     assert "checkpoint refused, no archive built" in done.stderr and str(checkpoint) in done.stderr
     assert not (tmp_path / "store" / "broken.mar").exists()

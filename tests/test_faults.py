@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -33,7 +31,7 @@ import torch
 from alm_forecaster.forecaster import Forecaster
 from scripts import build_archive
 from scripts.make_seed_checkpoint import seed_checkpoint
-from tests.conftest import ROOT, TorchServeClient
+from tests.conftest import TorchServeClient, build_archive_cli
 from tests.data import TINY, CreatesFileWhenUnpickled, embeddings_csv, write_checkpoint
 from tests.test_hostile_inputs import assert_forecast, register, unregister
 from tests.test_openapi import validate
@@ -189,21 +187,7 @@ def test_build_archive_refuses_a_bad_checkpoint(tmp_path, kind):
     checkpoint = tmp_path / f"{kind}.pt"
     fault = BAD_CHECKPOINTS[kind](checkpoint, marker)
     store = tmp_path / "store"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "build_archive.py"),
-            str(checkpoint),
-            "--name",
-            "bad",
-            "--export-path",
-            str(store),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    done = build_archive_cli(checkpoint, "bad", store, cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"error: model 'bad': checkpoint refused, no archive built: {checkpoint}: " in done.stderr, done.stderr
     assert fault in done.stderr, done.stderr
