@@ -68,6 +68,50 @@ def embedding_window(table: Table, input_size: int, seq_len: int) -> Window:
     return Window(embeddings=embeddings, current_price=float(prices[-1]))
 
 
+def canonical_header(input_size: int) -> str:
+    """The header line the platform sends: ``emb_0,...,emb_{input_size-1},last_price``."""
+    return ",".join([*_embedding_columns(input_size), PRICE_COLUMN])
+
+
+def fast_embedding_window(text: str, header: str, seq_len: int) -> Window | None:
+    """The usual request, read by numpy's C parser: None whenever anything is unusual.
+
+    Taken only when there is no quote, the first line is exactly ``header``
+    (`canonical_header`), no line is blank, every line has the header's number of fields, the
+    window is printable ASCII without underscores, and each of its values is a finite number
+    (prices positive, embeddings within float32). Anything else returns None and the caller
+    parses the request the checked way (`read_table`, `embedding_window`), which names the
+    problem. Lines are split exactly as
+    `read_table` splits them and numpy reads a number as ``float`` does, so whatever this
+    accepts the checked path accepts with the same values (tests/test_fuzz_parser.py).
+    """
+    if '"' in text:  # the checked path reads quoted files with the csv module
+        return None
+    lines = text.splitlines()
+    if len(lines) <= seq_len or lines[0] != header:
+        return None
+    data = lines[1:]
+    fields = header.count(",")
+    if not all(line and line.count(",") == fields for line in data):
+        return None
+    window = data[-seq_len:]
+    flat = "".join(window)
+    # numpy strips the separators '\x1c'..'\x1f' around a number like spaces; float() does not.
+    if not flat.isascii() or "_" in flat or not flat.replace("\t", " ").isprintable():
+        return None
+    try:
+        values = np.loadtxt(window, delimiter=",", comments=None, dtype=np.float64, ndmin=2)
+    except ValueError:
+        return None
+    if values.shape != (seq_len, fields + 1) or not np.isfinite(values).all() or (values[:, -1] <= 0).any():
+        return None
+    with np.errstate(over="ignore"):
+        embeddings = values[:, :-1].astype(np.float32)
+    if not np.isfinite(embeddings).all():
+        return None
+    return Window(embeddings=embeddings, current_price=float(values[-1, -1]))
+
+
 def require_rows(table: Table, needed: int, why: str = "") -> None:
     """The seed's message, verbatim: 'Not enough data points. Need at least 20, got 15'."""
     if len(table.rows) < needed:
@@ -79,8 +123,8 @@ def require_rows(table: Table, needed: int, why: str = "") -> None:
 def numeric_block(table: Table, columns: list[int], start: int = 0) -> np.ndarray:
     """Rows ``start:`` of the given columns as float64; the first bad cell is named.
 
-    Fast path: one ``float`` per cell over a flat list (numpy's text parsers are no faster
-    and read a blank cell as -1). ``float`` is laxer than the contract (it takes '1_000' and
+    One ``float`` per cell over a flat list (the usual file never gets here: numpy's reader
+    takes it, `fast_embedding_window`). ``float`` is laxer than the contract (it takes '1_000' and
     non-ASCII digits), so the flat text is screened once and the values checked for
     finiteness; any failure falls back to a cell-by-cell scan that names the first bad cell.
     """

@@ -20,12 +20,12 @@ import torch
 
 from alm_forecaster import native
 from alm_forecaster.checkpoint import LoadedCheckpoint, load_checkpoint
-from alm_forecaster.contract import Window, embedding_window
+from alm_forecaster.contract import Window, canonical_header, embedding_window, fast_embedding_window
 from alm_forecaster.device import select_device
 from alm_forecaster.errors import InputError
 from alm_forecaster.features import FeaturePipeline, looks_like_ohlcv
 from alm_forecaster.response import forecast_response
-from alm_forecaster.table import read_table
+from alm_forecaster.table import decode, read_table
 
 Result = dict | InputError
 
@@ -59,6 +59,7 @@ class Forecaster:
         self.input_size = loaded.config.input_size
         self.model = loaded.model.to(self.device).eval()
         self.pipeline = FeaturePipeline.from_state(loaded.feature_pipeline) if loaded.feature_pipeline else None
+        self.header = canonical_header(self.input_size)
 
     @classmethod
     def from_checkpoint(
@@ -73,8 +74,16 @@ class Forecaster:
         return cls(load_checkpoint(path), name or Path(path).stem, version, resolved, seq_len)
 
     def parse(self, payload: bytes | bytearray | str) -> Window:
-        """Request body -> validated window; raises `InputError` naming the problem."""
-        table = read_table(payload)
+        """Request body -> validated window; raises `InputError` naming the problem.
+
+        The usual request (the exact header, plain numbers) takes numpy's reader; any other,
+        and every bad one, the checked path that names what is wrong.
+        """
+        text = decode(payload)
+        window = fast_embedding_window(text, self.header, self.seq_len)
+        if window is not None:
+            return window
+        table = read_table(text)
         ohlcv = looks_like_ohlcv(table.header)  # once per request (it normalises every column name)
         if self.pipeline is not None and ohlcv:
             return self.pipeline.window(table, self.seq_len)
