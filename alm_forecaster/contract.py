@@ -81,9 +81,9 @@ def fast_embedding_window(text: str, header: str, seq_len: int) -> Window | None
     window is printable ASCII without underscores, and each of its values is a finite number
     (prices positive, embeddings within float32). Anything else returns None and the caller
     parses the request the checked way (`read_table`, `embedding_window`), which names the
-    problem. Lines are split exactly as
-    `read_table` splits them and numpy reads a number as ``float`` does, so whatever this
-    accepts the checked path accepts with the same values (tests/test_fuzz_parser.py).
+    problem. Lines are split exactly as `read_table` splits them and numpy reads a number as
+    ``float`` does, so whatever this accepts the checked path accepts with the same values
+    (tests/test_fuzz_parser.py).
     """
     if '"' in text:  # the checked path reads quoted files with the csv module
         return None

@@ -480,6 +480,11 @@ def batch_metrics(lines: list[str], name: str) -> dict:
     return out
 
 
+def request_bodies(config: ModelConfig, count: int = 64) -> list[bytes]:
+    """Distinct valid requests (one window each) for a model: what every load level sends."""
+    return [embeddings_csv(rows=config.seq_len, input_size=config.input_size, seed=s) for s in range(count)]
+
+
 class Probe:
     """The in-process fast forward, timed right before a server measurement, in this process while
     the server idles. This VM's speed drifts by tens of percent within minutes (other tenants of
@@ -1326,7 +1331,7 @@ def main(argv: list[str] | None = None) -> int:
         models = bench_models(args.quick, workdir)
         for model in models:
             input_size, seq_len = model.config.input_size, model.config.seq_len
-            payloads = [embeddings_csv(rows=seq_len, input_size=input_size, seed=s) for s in range(64)]
+            payloads = request_bodies(model.config)
             print(f"in process: {model.name}", flush=True)
             for attempt in range(3):  # others' jobs skew in-process figures: redo them (twice at most)
                 meter = CpuMeter()
@@ -1350,8 +1355,7 @@ def main(argv: list[str] | None = None) -> int:
         with start_torchserve(workdir, store, [], overrides) as client:
             server = Server(client)
             for model, entry in zip(models, results["models"], strict=True):
-                payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
-                            for s in range(64)]
+                payloads = request_bodies(model.config)
                 probe = Probe(model.config)
                 name = names[(model.name, default["threads"])]
                 for i, batch_size in enumerate(sorted(set(args.batch_sizes) | {default["batch_size"]})):
@@ -1368,8 +1372,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed = models[0]
                 cell = CellConfig(seed.name, 1, default["threads"], default["batch_size"], default["delay_ms"])
                 name = names[(seed.name, default["threads"])]
-                bodies = [embeddings_csv(rows=seed.config.seq_len, input_size=seed.config.input_size, seed=s)
-                          for s in range(64)]
+                bodies = request_bodies(seed.config)
                 seconds = 4.0 if args.quick else 15.0
                 results["worker_profile"] = profile_lone_requests(server, f"{name}.mar", name, cell, bodies, seconds,
                                                                   workdir)
@@ -1430,8 +1433,7 @@ TUNING = [  # (workers, threads, batchSize, maxBatchDelay ms)
 
 
 def tune(server: Server, model: BenchModel, names: dict, args: argparse.Namespace) -> list[dict]:
-    payloads = [embeddings_csv(rows=model.config.seq_len, input_size=model.config.input_size, seed=s)
-                for s in range(64)]
+    payloads = request_bodies(model.config)
     probe = Probe(model.config)
     out = []
     for workers, threads, batch_size, delay in TUNING:
