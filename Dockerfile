@@ -4,14 +4,18 @@
 #   docker build -t alm-forecaster:dev .
 #   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:8081:8081 -p 127.0.0.1:8082:8082 alm-forecaster:dev
 #
-# The image runs the same scripts as the README: scripts/setup_env.sh (virtual environment,
-# pinned requirements.txt, compiled kernel) and scripts/build_archive.py (archives from
-# archive_configs/). Build arguments:
-#   PIP_EXTRA_INDEX_URL  empty by default. requirements.txt pins torch==2.13.0; from the default
-#                        package index that is the large CUDA build. For the CPU-only wheel, pass
-#                        PyTorch's own CPU wheel index (its ".../whl/cpu" index) here.
-#   ALM_MODELS           models of archive_configs/ to archive (space-separated; empty = all of
-#                        them, those named in load_models required)
+# The image runs the same scripts as the README: scripts/setup_env.sh --serve (virtual
+# environment with requirements-serve.txt only, compiled kernel) and scripts/build_archive.py.
+# scripts/build_image.sh builds it with podman or docker, also on a machine without a registry.
+# Build arguments:
+#   PYTHON_IMAGE         the base (default python:3.11-slim-bookworm; scripts/make_base_image.sh
+#                        makes a stand-in from Debian's packages)
+#   PIP_EXTRA_INDEX_URL  empty by default. requirements-serve.txt pins torch==2.13.0; from the
+#                        default package index that is the large CUDA build. For the CPU-only
+#                        wheel, pass PyTorch's own CPU wheel index (its ".../whl/cpu" index) or a
+#                        local one (scripts/build_image.sh does).
+#   ALM_MODELS           models of archive_configs/ to archive, space-separated (default: those
+#                        that load_models starts, i.e. the default model)
 # Ports (docker/config.properties binds them on 0.0.0.0 inside the container only): 8080
 # inference, 8081 management, 8082 Prometheus metrics. Publish them on 127.0.0.1 or a private
 # network, never on a public interface.
@@ -31,12 +35,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN mkdir -p /usr/share/man/man1 \
     && apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 
-# ---- build: virtual environment, compiled kernel and archives, with the repository's scripts ----
+# ---- build: serving environment, compiled kernel and archives, with the repository's scripts ---
 FROM base AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# A C++ compiler for the recurrence kernel (scripts/build_native.py); not in the final image.
+# A C++ compiler for the recurrence kernel (scripts/build_native.py; ninja comes from
+# requirements-serve.txt); neither is in the final image.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ \
@@ -44,27 +50,38 @@ RUN apt-get update \
 ARG PIP_EXTRA_INDEX_URL=""
 ARG ALM_MODELS=""
 WORKDIR /opt/alm
+# Requirements first: the environment layer is rebuilt only when they (or the set-up) change.
+COPY requirements-serve.txt ./
+COPY scripts/setup_env.sh scripts/build_native.py scripts/
+COPY alm_forecaster/native alm_forecaster/native
+# The kernel must build here (the image is for serving at full speed). Then what only building
+# needs goes: C++ headers, torch's own test programs, pip and setuptools, and the packages of
+# torch's compiler stack (sympy, mpmath, networkx: torch.compile's symbolic shapes and graph
+# passes), which an eager forward never imports; tests/test_image.py serves forecasts from it.
+RUN touch alm_forecaster/__init__.py \
+    && scripts/setup_env.sh --serve \
+    && .venv/bin/python -c "from alm_forecaster import native; assert native.is_loaded(), native.load_error()" \
+    && site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+    && rm -rf "$site/torch/include" "$site/torch/share/cmake" \
+    && find "$site/torch/bin" -type f ! -name torch_shm_manager -delete \
+    && .venv/bin/python -m pip uninstall -q -y sympy mpmath networkx setuptools pip
 COPY . .
-# Note: the kernel is compiled for the CPU of the machine that builds the image (see
-# docs/operations.md, "CPU of the build machine"); ALM_FORECASTER_NATIVE=0 at run time turns it off.
-RUN scripts/setup_env.sh
-# As scripts/serve.sh does: the untrained seed checkpoint is made when absent, then every model
-# of archive_configs/ is archived and the models that load_models starts must succeed (the
-# others only warn, e.g. a checkpoint not in the build context). With ALM_MODELS, exactly
-# those models are archived, and all must succeed.
-RUN if [ ! -f models/seed_untrained.pt ]; then \
-        .venv/bin/python scripts/make_seed_checkpoint.py models/seed_untrained.pt; \
-    fi \
+# As scripts/serve.sh does: the models that load_models starts (ALM_MODELS: exactly those named,
+# e.g. "sp500_xlstm seed_untrained"; the untrained seed checkpoint is made when it is named and
+# absent), each required to build.
+RUN models="${ALM_MODELS:-$(.venv/bin/python scripts/serve_config.py --models)}" \
     && set -- \
-    && if [ -n "${ALM_MODELS}" ]; then \
-        for model in ${ALM_MODELS}; do set -- "$@" --model "$model"; done; \
-    else \
-        for model in $(.venv/bin/python scripts/serve_config.py --models); do set -- "$@" --require "$model"; done; \
-    fi \
+    && for model in $models; do \
+        if [ "$model" = seed_untrained ] && [ ! -f models/seed_untrained.pt ]; then \
+            .venv/bin/python scripts/make_seed_checkpoint.py models/seed_untrained.pt; \
+        fi; \
+        set -- "$@" --model "$model" --require "$model"; \
+    done \
     && .venv/bin/python scripts/build_archive.py "$@" --export-path /opt/alm/model_store \
+    && rm -rf models tests \
     && chmod -R a+rX /opt/alm
 
-# ---- runtime: no compiler, non-root ---------------------------------------------------------
+# ---- runtime: no compiler, no training code's dependencies, non-root --------------------------
 FROM base AS runtime
 RUN groupadd --system --gid 10001 model-server \
     && useradd --system --uid 10001 --gid model-server --home-dir /home/model-server \
@@ -86,4 +103,6 @@ EXPOSE 8080 8081 8082
 # Worker readiness through the management API with the key from key_file.json, not just /ping.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=180s --retries=3 \
     CMD ["/opt/alm/.venv/bin/python", "/opt/alm/docker/healthcheck.py", "ready"]
+# tini forwards SIGTERM to TorchServe, which stops its workers and exits; -g: to its group.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/opt/alm/docker/entrypoint.sh"]

@@ -67,6 +67,8 @@ def bench(runs: int, batches: list[int], threads: list[int]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands and output")
+    parser.add_argument("--quiet-failure", action="store_true",
+                        help="a failed build is one warning line and exit 0 (the set-up goes on without it)")
     parser.add_argument("--bench", action="store_true", help="time the full-size model after building")
     parser.add_argument("--runs", type=int, default=9, help="timed runs per configuration (--bench)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="batch sizes (--bench)")
@@ -77,6 +79,14 @@ def main() -> int:
     try:
         path = native.build(verbose=args.verbose)
     except Exception as exc:  # noqa: BLE001 - report any build failure as a clear exit
+        if args.quiet_failure:
+            # The set-up goes on without the kernel: one line on what happened and what it costs.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = next((line for line in lines if "error" in line.lower() and "failed" not in line), lines[-1])
+            print(f"warning: the compiled recurrence kernel was not built ({reason[:200]}): forecasts are the same, "
+                  f"on the PyTorch path, ~3x slower. Details: {sys.executable} scripts/build_native.py --verbose",
+                  file=sys.stderr)
+            return 0
         print(f"error: could not build the native recurrence kernel: {exc}", file=sys.stderr)
         print("The service still works without it (pure PyTorch fallback), only slower.", file=sys.stderr)
         return 1

