@@ -50,25 +50,26 @@ RUN apt-get update \
 ARG PIP_EXTRA_INDEX_URL=""
 ARG ALM_MODELS=""
 WORKDIR /opt/alm
-# Requirements first: the environment layer is rebuilt only when they (or the set-up) change.
+# The pinned serving requirements first, in a layer of their own: rebuilt only when they change.
 COPY requirements-serve.txt ./
-COPY scripts/setup_env.sh scripts/build_native.py scripts/
-COPY alm_forecaster/native alm_forecaster/native
-# The kernel must build here (the image is for serving at full speed). Then what only building
-# needs goes: C++ headers, torch's own test programs, pip and setuptools, and the packages of
-# torch's compiler stack (sympy, mpmath, networkx: torch.compile's symbolic shapes and graph
-# passes), which an eager forward never imports; tests/test_image.py serves forecasts from it.
-RUN touch alm_forecaster/__init__.py \
-    && scripts/setup_env.sh --serve \
+RUN python3 -m venv .venv \
+    && .venv/bin/pip install -q -r requirements-serve.txt
+COPY . .
+# The README's set-up on the serving requirements (the project, editable; the compiled kernel,
+# which must build here: the image is for serving at full speed). Then what only building needs
+# goes: C++ headers, torch's own test programs, pip and setuptools, and the packages of torch's
+# compiler stack (sympy, mpmath, networkx: torch.compile's symbolic shapes and graph passes),
+# which an eager forward never imports; tests/test_image.py serves forecasts from the image.
+RUN scripts/setup_env.sh --serve \
     && .venv/bin/python -c "from alm_forecaster import native; assert native.is_loaded(), native.load_error()" \
     && site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
     && rm -rf "$site/torch/include" "$site/torch/share/cmake" \
     && find "$site/torch/bin" -type f ! -name torch_shm_manager -delete \
     && .venv/bin/python -m pip uninstall -q -y sympy mpmath networkx setuptools pip
-COPY . .
 # As scripts/serve.sh does: the models that load_models starts (ALM_MODELS: exactly those named,
 # e.g. "sp500_xlstm seed_untrained"; the untrained seed checkpoint is made when it is named and
 # absent), each required to build.
+# hadolint ignore=DL3059
 RUN models="${ALM_MODELS:-$(.venv/bin/python scripts/serve_config.py --models)}" \
     && set -- \
     && for model in $models; do \

@@ -121,9 +121,7 @@ def _reconcile_config(
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise CheckpointError(f"{path}: config {name!r} must be a positive integer, got {value!r}.")
         if value != found[name]:
-            raise CheckpointError(
-                f"{path}: config says {name}={value} but the weights have {name}={found[name]}."
-            )
+            raise CheckpointError(f"{path}: config says {name}={value} but the weights have {name}={found[name]}.")
     steps = found["output_size"]
     warnings = [
         f"config says {name}={declared[name]} but the head predicts {steps} steps; serving {steps}"

@@ -123,9 +123,7 @@ class XLSTMForecaster(nn.Module):
         super().__init__()
         self.config = config
         hidden = config.hidden_size
-        self.input_projection = nn.Sequential(
-            nn.Linear(config.input_size, hidden), nn.LayerNorm(hidden), nn.GELU()
-        )
+        self.input_projection = nn.Sequential(nn.Linear(config.input_size, hidden), nn.LayerNorm(hidden), nn.GELU())
         self.blocks = nn.ModuleList(
             XLSTMBlock(SLSTMCell if kind == "s" else MLSTMCell, config) for kind in config.block_pattern
         )

@@ -127,14 +127,22 @@ def check_live(inference: str, key_file: Path, timeout: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", nargs="?", choices=["ready", "live"], default="ready")
-    parser.add_argument("--run-dir", type=Path, default=Path(os.environ.get("ALM_RUN_DIR", DEFAULT_RUN_DIR)),
-                        help="TorchServe's working directory, where key_file.json is ($ALM_RUN_DIR)")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path(os.environ.get("ALM_RUN_DIR", DEFAULT_RUN_DIR)),
+        help="TorchServe's working directory, where key_file.json is ($ALM_RUN_DIR)",
+    )
     parser.add_argument("--key-file", type=Path, help="the key file (default: RUN_DIR/key_file.json)")
     parser.add_argument("--management", default=os.environ.get("ALM_HEALTH_MANAGEMENT_URL", "http://127.0.0.1:8081"))
     parser.add_argument("--inference", default=os.environ.get("ALM_HEALTH_INFERENCE_URL", "http://127.0.0.1:8080"))
     parser.add_argument("--model", action="append", default=[], help="model that must be ready (repeatable)")
-    parser.add_argument("--min-ready", type=int, default=int(os.environ.get("ALM_HEALTH_MIN_READY", "1")),
-                        help="READY workers each model needs (default 1)")
+    parser.add_argument(
+        "--min-ready",
+        type=int,
+        default=int(os.environ.get("ALM_HEALTH_MIN_READY", "1")),
+        help="READY workers each model needs (default 1)",
+    )
     parser.add_argument("--timeout", type=float, default=4.0, help="seconds per HTTP call")
     args = parser.parse_args(argv)
     key_file = args.key_file or args.run_dir / KEY_FILE_NAME

@@ -48,8 +48,17 @@ FORWARDED_EXACT = ("/ping",)
 #: Same ceiling as config.properties' max_request_size.
 MAX_BODY = 10 * 1024 * 1024
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "authorization", "host", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "authorization",
+    "host",
+    "content-length",
 }
 KEY_REFUSED_MARKERS = (b"InvalidKeyException", b"Token Authorization failed")
 
@@ -98,14 +107,15 @@ class Gateway:
     def authorised(self, header: str | None) -> bool:
         if not header or not header.startswith("Bearer "):
             return False
-        offered = header[len("Bearer "):].strip().encode()
+        offered = header[len("Bearer ") :].strip().encode()
         ok = False
         for token in self.tokens.get():  # compare with every token: constant time overall
             ok |= hmac.compare_digest(offered, token.encode())
         return ok
 
-    def _call(self, base: urllib.parse.SplitResult, method: str, path: str, body: bytes | None,
-              headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _call(
+        self, base: urllib.parse.SplitResult, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(base.hostname, base.port, timeout=self.timeout)
         try:
             connection.request(method, path, body=body, headers=headers)
@@ -120,7 +130,10 @@ class Gateway:
             if self.keys.get(force=True)["inference"] != refused_key:
                 return  # renewed meanwhile (by another request or by an operator)
             status, _, body = self._call(
-                self.management, "GET", "/token?type=inference", None,
+                self.management,
+                "GET",
+                "/token?type=inference",
+                None,
                 {"Authorization": f"Bearer {self.keys.get()['API']}"},
             )
             if status != 200:
@@ -172,8 +185,11 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(503, {"code": 503, "type": "ServiceUnavailable", "message": "gateway tokens unavailable"})
             return
         if not allowed:
-            self.reply(401, {"code": 401, "type": "Unauthorized", "message": "missing or wrong bearer token"},
-                       {"WWW-Authenticate": 'Bearer realm="alm-forecaster"'})
+            self.reply(
+                401,
+                {"code": 401, "type": "Unauthorized", "message": "missing or wrong bearer token"},
+                {"WWW-Authenticate": 'Bearer realm="alm-forecaster"'},
+            )
             return
         if self.headers.get("Transfer-Encoding"):
             self.reply(411, {"code": 411, "type": "LengthRequired", "message": "send a Content-Length"})

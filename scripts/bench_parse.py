@@ -124,12 +124,19 @@ def measure(rows: int = 20, input_size: int = 128, runs: int = 2000) -> dict:
     reference = fc.parse(payload)
     for name, fn in paths.items():
         window = fn()
-        if not (np.array_equal(window.embeddings, reference.embeddings)
-                and window.current_price == reference.current_price):
+        if not (
+            np.array_equal(window.embeddings, reference.embeddings) and window.current_price == reference.current_price
+        ):
             raise AssertionError(f"{name}: a different window than the project's path")
     results = {name: time_ms(fn, runs) for name, fn in paths.items()}
-    return {"rows": rows, "columns": input_size + 1, "bytes": len(payload), "runs": runs, "paths": results,
-            "limit_ms": LIMIT_MS}
+    return {
+        "rows": rows,
+        "columns": input_size + 1,
+        "bytes": len(payload),
+        "runs": runs,
+        "paths": results,
+        "limit_ms": LIMIT_MS,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2000)
     args = parser.parse_args(argv)
     result = measure(args.rows, args.input_size, args.runs)
-    print(f"parse + validate of a {result['rows']}-row, {result['columns']}-column CSV ({result['bytes']} bytes), "
-          f"{result['runs']} runs:")
+    print(
+        f"parse + validate of a {result['rows']}-row, {result['columns']}-column CSV ({result['bytes']} bytes), "
+        f"{result['runs']} runs:"
+    )
     for name, r in result["paths"].items():
         print(f"  {name:<40} p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms")
     project = next(iter(result["paths"].values()))["p50_ms"]

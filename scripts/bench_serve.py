@@ -80,9 +80,7 @@ _METRIC = re.compile(r"\[METRICS\](\w+)\.\w+:([-\d.eE+]+)\|#([^|]*)\|")
 
 def machine() -> dict:
     lscpu = _run(["lscpu"])
-    fields = dict(
-        (k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    )
+    fields = dict((k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in lscpu.splitlines() if ":" in line))
     flags = fields.get("Flags", "").split()
     return {
         "cpu": fields.get("Model name", platform.processor()),
@@ -372,8 +370,12 @@ class Server:
         spawn = min((p["spawn_at"] for p in phases), default=None)
         metrics = parse_prometheus(self.client.metrics())
         load_ms = [v for (n, lab), v in metrics.items() if n == "WorkerLoadTime" and f"-{name}_" in lab]
-        out = {"register_s": elapsed, "post_to_spawn_s": spawn - posted if spawn else None, "phases": phases,
-               "worker_load_ms": load_ms}
+        out = {
+            "register_s": elapsed,
+            "post_to_spawn_s": spawn - posted if spawn else None,
+            "phases": phases,
+            "worker_load_ms": load_ms,
+        }
         if len(self.client.workers(name)) != workers:
             self.set_workers(name, workers)
         return out
@@ -394,8 +396,9 @@ class Server:
         offset = self.log_offset()
         start = time.monotonic()
         response = self.client.manage(
-            "PUT", f"/models/{name}", params={"min_worker": workers + 1, "max_worker": workers + 1,
-                                             "synchronous": "true"}
+            "PUT",
+            f"/models/{name}",
+            params={"min_worker": workers + 1, "max_worker": workers + 1, "synchronous": "true"},
         )
         response.raise_for_status()
         self.client.wait_ready(name, count=workers + 1)
@@ -505,8 +508,13 @@ class Probe:
             x = torch.randn(batch, self.config.seq_len, self.config.input_size)
             cpu0, meter = time.process_time(), CpuMeter()
             ms = bench_model.median_ms(lambda: self.net(x), runs)
-            return {"batch": batch, "threads": threads, "ms": ms, "wps": batch / ms * 1e3,
-                    "foreign_cores": meter.foreign_cores(time.process_time() - cpu0)}
+            return {
+                "batch": batch,
+                "threads": threads,
+                "ms": ms,
+                "wps": batch / ms * 1e3,
+                "foreign_cores": meter.foreign_cores(time.process_time() - cpu0),
+            }
         finally:
             torch.set_num_threads(previous)
 
@@ -587,20 +595,30 @@ def serve_cell(
             client_cpu0 = time.process_time()
             meter = CpuMeter()
             n = max(max_requests, 16 * concurrency) if concurrency > 1 else min(max_requests, 200)
-            result = run_load(client.inference_url, path, headers, bodies, concurrency, n, max_seconds,
-                              before_each=before_each)
+            result = run_load(
+                client.inference_url, path, headers, bodies, concurrency, n, max_seconds, before_each=before_each
+            )
             client_cpu = own_cpu = time.process_time() - client_cpu0
             jvm_cpu = (_proc_cpu(server.jvm) if server.jvm else 0.0) - cpu0["jvm"]
             worker_cpu = sum(map(_proc_cpu, workers)) - cpu0["workers"]
             foreign = meter.foreign_cores(own_cpu + jvm_cpu + worker_cpu)
             if paired:  # the forwards ran in this process: not the client's cost
                 client_cpu -= sum(paired) / 1e3 * cell.threads
-                reference = {"batch": 1, "threads": cell.threads, "ms": statistics.median(paired),
-                             "wps": 1e3 / statistics.median(paired), "paired": True}
+                reference = {
+                    "batch": 1,
+                    "threads": cell.threads,
+                    "ms": statistics.median(paired),
+                    "wps": 1e3 / statistics.median(paired),
+                    "paired": True,
+                }
             elif reference is not None:  # the stricter of the forwards just before and just after
                 after_probe = probe(32, 2, 3)
-                reference = {**reference, "before_wps": reference["wps"], "after_wps": after_probe["wps"],
-                             "wps": max(reference["wps"], after_probe["wps"])}
+                reference = {
+                    **reference,
+                    "before_wps": reference["wps"],
+                    "after_wps": after_probe["wps"],
+                    "wps": max(reference["wps"], after_probe["wps"]),
+                }
                 reference["ms"] = 32 / reference["wps"] * 1e3
             time.sleep(0.3)
             after = parse_prometheus(client.metrics())
@@ -612,7 +630,8 @@ def serve_cell(
                 "error_samples": result.error_samples,
                 "seconds": result.seconds,
                 # c=1 with the paired forwards: 1 / mean latency (the forwards run between requests)
-                "throughput": 1e3 / statistics.fmean(result.latencies_ms) if paired and result.latencies_ms
+                "throughput": 1e3 / statistics.fmean(result.latencies_ms)
+                if paired and result.latencies_ms
                 else result.throughput,
                 "p50_ms": result.percentile(50),
                 "p90_ms": result.percentile(90),
@@ -668,8 +687,9 @@ PROFILE_STAGES = (
 )
 
 
-def profile_lone_requests(server: Server, archive: str, name: str, cell: CellConfig, bodies: list[bytes],
-                          seconds: float, workdir: Path) -> dict | None:
+def profile_lone_requests(
+    server: Server, archive: str, name: str, cell: CellConfig, bodies: list[bytes], seconds: float, workdir: Path
+) -> dict | None:
     """Sample one worker with py-spy (wall clock, idle included) while lone requests run: where the
     worker's time goes per request, and how long it waits between requests (the front end, the
     HTTP round trip and the client). None when py-spy is missing or may not attach."""
@@ -684,12 +704,29 @@ def profile_lone_requests(server: Server, archive: str, name: str, cell: CellCon
         path = f"/predictions/{name}"
         run_load(client.inference_url, path, headers, bodies, 1, 20_000, 3.0)
         raw = workdir / "worker-profile.txt"
-        command = [spy, "record", "-p", str(server.workers(name)[0].pid), "--idle", "--nonblocking", "--rate", "1000",
-                   "--format", "raw", "-o", str(raw), "--duration", str(int(seconds))]
+        command = [
+            spy,
+            "record",
+            "-p",
+            str(server.workers(name)[0].pid),
+            "--idle",
+            "--nonblocking",
+            "--rate",
+            "1000",
+            "--format",
+            "raw",
+            "-o",
+            str(raw),
+            "--duration",
+            str(int(seconds)),
+        ]
         # The load runs longer than the sampling on both sides, so that every sample falls inside it.
         done: list[LoadResult] = []
-        load = threading.Thread(target=lambda: done.append(
-            run_load(client.inference_url, path, headers, bodies, 1, 1_000_000, seconds + 3.0)))
+        load = threading.Thread(
+            target=lambda: done.append(
+                run_load(client.inference_url, path, headers, bodies, 1, 1_000_000, seconds + 3.0)
+            )
+        )
         load.start()
         time.sleep(1.0)
         spying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -805,8 +842,18 @@ def profile_worker_start(checkpoint: Path, runs: int = 3) -> dict:
             return {"error": done.stderr[-2000:]}
         marks = json.loads(done.stdout.strip().splitlines()[-1])
         whole = marks.pop("_load_checkpoint_s")
-        order = ["interpreter", "import_torch", "import_ts_worker", "import_handler", "read_file", "sha256",
-                 "torch_load", "finite_check", "build_model", "load_state_dict"]
+        order = [
+            "interpreter",
+            "import_torch",
+            "import_ts_worker",
+            "import_handler",
+            "read_file",
+            "sha256",
+            "torch_load",
+            "finite_check",
+            "build_model",
+            "load_state_dict",
+        ]
         row = {"python_start_s": marks["interpreter"] - spawn}
         for a, b in itertools.pairwise(order):
             row[b + "_s"] = marks[b] - marks[a]
@@ -960,8 +1007,10 @@ def _model_section(model: dict, add) -> None:
         "scale-up call; *unpack*: POST until the worker process is spawned (the archive is extracted); then "
         "the worker's phases from the log timestamps.\n"
     )
-    add("| start | POST -> READY s | unpack s | TorchServe WorkerLoadTime ms | spawn -> Python up (imports) s | "
-        "-> LOAD s | -> handler ready s | -> frontend READY s |")
+    add(
+        "| start | POST -> READY s | unpack s | TorchServe WorkerLoadTime ms | spawn -> Python up (imports) s | "
+        "-> LOAD s | -> handler ready s | -> frontend READY s |"
+    )
     add("|---|---|---|---|---|---|---|---|")
     for cell in model["serve"]:
         for kind, data in (("register", cell["start"]), ("scale-up", cell.get("scale"))):
@@ -980,8 +1029,10 @@ def _model_section(model: dict, add) -> None:
 
 
 def _parse_section(parse: dict, add) -> None:
-    add(f"## Parse + validate one request ({parse['rows']}-row, {parse['columns']}-column CSV, "
-        f"{parse['bytes']} bytes)\n")
+    add(
+        f"## Parse + validate one request ({parse['rows']}-row, {parse['columns']}-column CSV, "
+        f"{parse['bytes']} bytes)\n"
+    )
     add(
         f"`scripts/bench_parse.py` (median and p99 of {parse['runs']} runs; the same checks on every path, and the "
         f"same window out; budget {parse['limit_ms']} ms):\n"
@@ -1006,8 +1057,10 @@ def _tuning_section(tuning: list[dict], add, shipped: dict | None = None) -> Non
         "*c=1 over fwd*: p50 minus the batch-1 forward (worker's threads) timed just before; *c=32 / fwd*: "
         "throughput over the in-process batch-32 forward (2 threads) timed just before.\n"
     )
-    add("| config | c=1 p50 ms | c=1 p99 | c=1 over fwd ms | c=8 req/s | c=8 p50 | c=32 req/s | c=32 / fwd | "
-        "c=32 p50 | c=32 p99 | c=32 batch | errors | foreign (max) |")
+    add(
+        "| config | c=1 p50 ms | c=1 p99 | c=1 over fwd ms | c=8 req/s | c=8 p50 | c=32 req/s | c=32 / fwd | "
+        "c=32 p50 | c=32 p99 | c=32 batch | errors | foreign (max) |"
+    )
     add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in tuning:
         lv = {x["concurrency"]: x for x in cell["levels"]}
@@ -1056,16 +1109,33 @@ def plot_results(results: dict, path: Path) -> None:
             (line,) = ax.plot(x, y, "o-", label=label)
             ax.plot(x, [lv["p99_ms"] for lv in levels], "v:", color=line.get_color(), alpha=0.6)
             for lv in levels:
-                ax.annotate(f"c{lv['concurrency']}", (lv["throughput"], lv["p50_ms"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3))
+                ax.annotate(
+                    f"c{lv['concurrency']}",
+                    (lv["throughput"], lv["p50_ms"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
         rows = model["in_process"]["rows"]
-        for key, style, label in (("fast", "s--", "in process, fast forward (2 threads)"),
-                                  ("plain", "x-.", "in process, plain step-by-step (2 threads)")):
-            ax.plot([r[f"{key}_wps"] for r in rows], [r[f"{key}_ms"] for r in rows], style, color="gray"
-                    if key == "fast" else "black", label=label)
+        for key, style, label in (
+            ("fast", "s--", "in process, fast forward (2 threads)"),
+            ("plain", "x-.", "in process, plain step-by-step (2 threads)"),
+        ):
+            ax.plot(
+                [r[f"{key}_wps"] for r in rows],
+                [r[f"{key}_ms"] for r in rows],
+                style,
+                color="gray" if key == "fast" else "black",
+                label=label,
+            )
             for r in rows:
-                ax.annotate(f"b{r['batch']}", (r[f"{key}_wps"], r[f"{key}_ms"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, -9))
+                ax.annotate(
+                    f"b{r['batch']}",
+                    (r[f"{key}_wps"], r[f"{key}_ms"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, -9),
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("throughput (forecasts/s)")
@@ -1214,36 +1284,42 @@ def targets(results: dict) -> list[dict]:
     if 1 in lv:
         p50 = lv[1]["p50_ms"]
         ref = (lv[1].get("probe") or {}).get("ms", start_b1)
-        out.append({
-            "target": f"c=1: p50 <= forward p50 + 5 ms (batch-1 fast forward, {threads} thread(s), as the worker)",
-            "measured": f"p50 {p50:.2f} ms; forward next to it {ref:.2f} ms: +{p50 - ref:.2f} ms (forward at the "
-                        f"start of the run {start_b1:.2f} ms: +{p50 - start_b1:.2f} ms)",
-            "ratio": f"plain b1 {plain_b1:.0f} ms / p50 = {plain_b1 / p50:.1f}x",
-            "holds": p50 <= ref + 5,
-        })
+        out.append(
+            {
+                "target": f"c=1: p50 <= forward p50 + 5 ms (batch-1 fast forward, {threads} thread(s), as the worker)",
+                "measured": f"p50 {p50:.2f} ms; forward next to it {ref:.2f} ms: +{p50 - ref:.2f} ms (forward at the "
+                f"start of the run {start_b1:.2f} ms: +{p50 - start_b1:.2f} ms)",
+                "ratio": f"plain b1 {plain_b1:.0f} ms / p50 = {plain_b1 / p50:.1f}x",
+                "holds": p50 <= ref + 5,
+            }
+        )
     if 32 in lv:
         thr = lv[32]["throughput"]
         ref = (lv[32].get("probe") or {}).get("wps", start_b32)
-        out.append({
-            "target": "c=32: throughput >= 80% of the in-process batch-32 forward (2 threads), zero errors",
-            "measured": f"{thr:.1f} req/s, {lv[32]['errors']} errors; forward next to it {ref:.1f} windows/s: "
-                        f"{thr / ref * 100:.0f}% (at the start of the run {start_b32:.1f}/s: "
-                        f"{thr / start_b32 * 100:.0f}%)",
-            "ratio": f"{thr / plain_best:.1f}x the plain path's best ({plain_best:.1f}/s)",
-            "holds": thr >= 0.8 * ref and lv[32]["errors"] == 0,
-        })
+        out.append(
+            {
+                "target": "c=32: throughput >= 80% of the in-process batch-32 forward (2 threads), zero errors",
+                "measured": f"{thr:.1f} req/s, {lv[32]['errors']} errors; forward next to it {ref:.1f} windows/s: "
+                f"{thr / ref * 100:.0f}% (at the start of the run {start_b32:.1f}/s: "
+                f"{thr / start_b32 * 100:.0f}%)",
+                "ratio": f"{thr / plain_best:.1f}x the plain path's best ({plain_best:.1f}/s)",
+                "holds": thr >= 0.8 * ref and lv[32]["errors"] == 0,
+            }
+        )
     begin = cell["start"]
     load_ms = max(begin["worker_load_ms"]) if begin["worker_load_ms"] else float("nan")
     scale = [c["scale"]["scale_up_s"] for c in seed["serve"] if c.get("scale")]
     worst = max([begin["register_s"], *scale])
-    out.append({
-        "target": "worker start (archive load + model ready) <= 3 s after the JVM is up",
-        "measured": f"registration POST -> READY {begin['register_s']:.2f} s (archive unpack "
-                    f"{fmt(begin.get('post_to_spawn_s'), 2)} s); scale-up {', '.join(f'{x:.2f}' for x in scale)} s; "
-                    f"TorchServe WorkerLoadTime {load_ms / 1e3:.2f} s",
-        "ratio": f"= {worst / (plain_b1 / 1e3):.1f} plain batch-1 forwards ({plain_b1 / 1e3:.2f} s each)",
-        "holds": worst <= 3.0,
-    })
+    out.append(
+        {
+            "target": "worker start (archive load + model ready) <= 3 s after the JVM is up",
+            "measured": f"registration POST -> READY {begin['register_s']:.2f} s (archive unpack "
+            f"{fmt(begin.get('post_to_spawn_s'), 2)} s); scale-up {', '.join(f'{x:.2f}' for x in scale)} s; "
+            f"TorchServe WorkerLoadTime {load_ms / 1e3:.2f} s",
+            "ratio": f"= {worst / (plain_b1 / 1e3):.1f} plain batch-1 forwards ({plain_b1 / 1e3:.2f} s each)",
+            "holds": worst <= 3.0,
+        }
+    )
     return out
 
 
@@ -1262,12 +1338,20 @@ def bench_models(quick: bool, workdir: Path) -> list[BenchModel]:
     spec = build_archive.resolve_spec(DEFAULT_MODEL)
     default = load_checkpoint(spec.checkpoint).config
     return [
-        BenchModel("seed_untrained", SEED_CHECKPOINT, seed,
-                   f"Full seed-size model (seed_untrained: input {seed.input_size}, hidden {seed.hidden_size}, "
-                   f"{seed.num_layers} layers, {seed.num_blocks} blocks, {seed.output_size} steps; random weights)"),
-        BenchModel(DEFAULT_MODEL, spec.checkpoint, default,
-                   f"Default model ({DEFAULT_MODEL}: input {default.input_size}, hidden {default.hidden_size}, "
-                   f"{default.num_layers} layer(s), {default.num_blocks} blocks, {default.output_size} steps)"),
+        BenchModel(
+            "seed_untrained",
+            SEED_CHECKPOINT,
+            seed,
+            f"Full seed-size model (seed_untrained: input {seed.input_size}, hidden {seed.hidden_size}, "
+            f"{seed.num_layers} layers, {seed.num_blocks} blocks, {seed.output_size} steps; random weights)",
+        ),
+        BenchModel(
+            DEFAULT_MODEL,
+            spec.checkpoint,
+            default,
+            f"Default model ({DEFAULT_MODEL}: input {default.input_size}, hidden {default.hidden_size}, "
+            f"{default.num_layers} layer(s), {default.num_blocks} blocks, {default.output_size} steps)",
+        ),
     ]
 
 
@@ -1293,14 +1377,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--delay-ms", type=int, help="maxBatchDelay for batchSize > 1 (default: default.yaml's)")
-    parser.add_argument("--requests", type=int, default=400,
-                        help="requests per concurrency level (at least 16 x c; at most 200 at c=1)")
+    parser.add_argument(
+        "--requests", type=int, default=400, help="requests per concurrency level (at least 16 x c; at most 200 at c=1)"
+    )
     parser.add_argument("--seconds", type=float, default=20, help="time limit per concurrency level")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of unmeasured load before each level")
     parser.add_argument("--jvm-warmup", type=float, default=20, help="seconds of load on a fresh JVM before any level")
     parser.add_argument("--no-tune", action="store_true", help="skip the tuning sweep")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
-                        help="wait up to S seconds for the 1-minute load average to drop below --max-load")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="S",
+        help="wait up to S seconds for the 1-minute load average to drop below --max-load",
+    )
     parser.add_argument("--max-load", type=float, default=0.5)
     parser.add_argument("--keep", action="store_true", help="keep the server's directory (logs)")
     parser.add_argument("--vmargs", help="the JVM's options instead of config.properties' (e.g. to compare JIT modes)")
@@ -1344,10 +1434,15 @@ def main(argv: list[str] | None = None) -> int:
                 if args.wait_quiet:
                     wait_quiet(args.max_load, min(args.wait_quiet, 600))
             ip = json.loads(json.dumps(ip))  # int keys -> str, as in the JSON file
-            results["models"].append({
-                "name": model.name, "label": model.label, "in_process": ip, "serve": [],
-                "csv_shape": f"{seq_len}-row, {input_size + 1}-column",
-            })
+            results["models"].append(
+                {
+                    "name": model.name,
+                    "label": model.label,
+                    "in_process": ip,
+                    "serve": [],
+                    "csv_shape": f"{seq_len}-row, {input_size + 1}-column",
+                }
+            )
         store = workdir / "model_store"
         threads = sorted({1, 2, default["threads"]}) if not args.no_tune else sorted({default["threads"]})
         names = build_archives(models, threads, store)
@@ -1359,14 +1454,30 @@ def main(argv: list[str] | None = None) -> int:
                 probe = Probe(model.config)
                 name = names[(model.name, default["threads"])]
                 for i, batch_size in enumerate(sorted(set(args.batch_sizes) | {default["batch_size"]})):
-                    cell = CellConfig(model.name, default["workers"], default["threads"], batch_size,
-                                      default["delay_ms"] if batch_size > 1 else 0)
+                    cell = CellConfig(
+                        model.name,
+                        default["workers"],
+                        default["threads"],
+                        batch_size,
+                        default["delay_ms"] if batch_size > 1 else 0,
+                    )
                     first = not any(m["serve"] for m in results["models"])
-                    entry["serve"].append(serve_cell(
-                        server, f"{name}.mar", name, cell, args.concurrency, payloads, args.requests, args.seconds,
-                        scale_up=i == 0 and not args.quick, warmup_s=args.warmup, probe=probe,
-                        jvm_warmup_s=args.jvm_warmup if first else 0.0,
-                    ))
+                    entry["serve"].append(
+                        serve_cell(
+                            server,
+                            f"{name}.mar",
+                            name,
+                            cell,
+                            args.concurrency,
+                            payloads,
+                            args.requests,
+                            args.seconds,
+                            scale_up=i == 0 and not args.quick,
+                            warmup_s=args.warmup,
+                            probe=probe,
+                            jvm_warmup_s=args.jvm_warmup if first else 0.0,
+                        )
+                    )
             if models:
                 print("profiling a worker under lone requests (py-spy)", flush=True)
                 seed = models[0]
@@ -1374,8 +1485,9 @@ def main(argv: list[str] | None = None) -> int:
                 name = names[(seed.name, default["threads"])]
                 bodies = request_bodies(seed.config)
                 seconds = 4.0 if args.quick else 15.0
-                results["worker_profile"] = profile_lone_requests(server, f"{name}.mar", name, cell, bodies, seconds,
-                                                                  workdir)
+                results["worker_profile"] = profile_lone_requests(
+                    server, f"{name}.mar", name, cell, bodies, seconds, workdir
+                )
             if not args.no_tune:
                 results["tuning"] = tune(server, models[0], names, args)
         if not args.quick:
@@ -1427,8 +1539,16 @@ NOTES = [
 ]
 
 TUNING = [  # (workers, threads, batchSize, maxBatchDelay ms)
-    (1, 1, 8, 1), (1, 1, 16, 1), (1, 2, 8, 1), (1, 2, 16, 1),
-    (2, 1, 4, 1), (2, 1, 8, 1), (2, 1, 8, 2), (2, 1, 8, 5), (2, 1, 16, 1), (2, 1, 32, 1),
+    (1, 1, 8, 1),
+    (1, 1, 16, 1),
+    (1, 2, 8, 1),
+    (1, 2, 16, 1),
+    (2, 1, 4, 1),
+    (2, 1, 8, 1),
+    (2, 1, 8, 2),
+    (2, 1, 8, 5),
+    (2, 1, 16, 1),
+    (2, 1, 32, 1),
 ]
 
 
@@ -1439,8 +1559,20 @@ def tune(server: Server, model: BenchModel, names: dict, args: argparse.Namespac
     for workers, threads, batch_size, delay in TUNING:
         cell = CellConfig(model.name, workers, threads, batch_size, delay)
         name = names[(model.name, threads)]
-        out.append(serve_cell(server, f"{name}.mar", name, cell, [1, 8, 32], payloads, args.requests, args.seconds,
-                              warmup_s=args.warmup, probe=probe))
+        out.append(
+            serve_cell(
+                server,
+                f"{name}.mar",
+                name,
+                cell,
+                [1, 8, 32],
+                payloads,
+                args.requests,
+                args.seconds,
+                warmup_s=args.warmup,
+                probe=probe,
+            )
+        )
     return out
 
 

@@ -41,8 +41,10 @@ def bench(runs: int, batches: list[int], threads: list[int]) -> None:
     torch.manual_seed(0)
     config = ModelConfig()
     model = XLSTMForecaster(config).eval()
-    print(f"model: input {config.input_size}, hidden {config.hidden_size}, {config.num_layers} layers, "
-          f"{config.num_blocks} blocks, {config.seq_len} steps, float32; median of {runs} runs")
+    print(
+        f"model: input {config.input_size}, hidden {config.hidden_size}, {config.num_layers} layers, "
+        f"{config.num_blocks} blocks, {config.seq_len} steps, float32; median of {runs} runs"
+    )
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         for batch in batches:
@@ -67,8 +69,11 @@ def bench(runs: int, batches: list[int], threads: list[int]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands and output")
-    parser.add_argument("--quiet-failure", action="store_true",
-                        help="a failed build is one warning line and exit 0 (the set-up goes on without it)")
+    parser.add_argument(
+        "--quiet-failure",
+        action="store_true",
+        help="a failed build is one warning line and exit 0 (the set-up goes on without it)",
+    )
     parser.add_argument("--bench", action="store_true", help="time the full-size model after building")
     parser.add_argument("--runs", type=int, default=9, help="timed runs per configuration (--bench)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="batch sizes (--bench)")
@@ -83,9 +88,11 @@ def main() -> int:
             # The set-up goes on without the kernel: one line on what happened and what it costs.
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             reason = next((line for line in lines if "error" in line.lower() and "failed" not in line), lines[-1])
-            print(f"warning: the compiled recurrence kernel was not built ({reason[:200]}): forecasts are the same, "
-                  f"on the PyTorch path, ~3x slower. Details: {sys.executable} scripts/build_native.py --verbose",
-                  file=sys.stderr)
+            print(
+                f"warning: the compiled recurrence kernel was not built ({reason[:200]}): forecasts are the same, "
+                f"on the PyTorch path, ~3x slower. Details: {sys.executable} scripts/build_native.py --verbose",
+                file=sys.stderr,
+            )
             return 0
         print(f"error: could not build the native recurrence kernel: {exc}", file=sys.stderr)
         print("The service still works without it (pure PyTorch fallback), only slower.", file=sys.stderr)

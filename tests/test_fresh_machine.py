@@ -77,7 +77,6 @@ def local_torch_wheel_dir() -> Path | None:
     return None
 
 
-
 def test_readme_first_command_on_a_bare_debian(tmp_path):
     eng = engine()
     wheels = local_torch_wheel_dir()

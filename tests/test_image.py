@@ -91,7 +91,6 @@ def _engine_env(eng: Engine) -> dict[str, str]:
     return {**os.environ, "CONTAINER_ENGINE": eng.argv[0]}
 
 
-
 def test_image_is_small_and_holds_no_build_or_training_tools(served):
     size = int(served.engine("image", "inspect", served.image, "--format", "{{.Size}}").stdout)
     print(f"image size {size / 1e6:.0f} MB")
@@ -143,8 +142,12 @@ def test_metrics_port_counts_forecasts(served):
     text = requests.get(f"{served.metrics}/metrics", timeout=30).text
     before = _forecasts_served(text)
     with EXAMPLE.open("rb") as body:
-        assert requests.post(f"{served.inference}/predictions/{MODEL}", files={"data": body}, headers=headers,
-                             timeout=60).status_code == 200
+        assert (
+            requests.post(
+                f"{served.inference}/predictions/{MODEL}", files={"data": body}, headers=headers, timeout=60
+            ).status_code
+            == 200
+        )
     after = _forecasts_served(requests.get(f"{served.metrics}/metrics", timeout=30).text)
     assert after == before + 1
 

@@ -130,8 +130,9 @@ def test_any_strides():
         s_gates, s_weight = slstm_inputs(5, 7, hidden, seed=11)
         sliced = torch.cat([s_gates, s_gates], dim=-1)[..., : 4 * hidden]
         assert not sliced.is_contiguous()
-        assert_close(native.slstm_sequence(sliced, s_weight.t().contiguous().t()),
-                     cells._slstm_sequence_torch(s_gates, s_weight))
+        assert_close(
+            native.slstm_sequence(sliced, s_weight.t().contiguous().t()), cells._slstm_sequence_torch(s_gates, s_weight)
+        )
 
 
 def test_empty_batch_and_sequence():

@@ -201,7 +201,8 @@ def build(verbose: bool = False) -> Path:
         detail = (proc.stderr or "")[-4000:] if not verbose else "see the output above"
         raise RuntimeError(f"building the alm_forecaster native kernel failed:\n{detail}")
     logger.info(
-        "rebuilt %s in %.1f s; this process keeps the version it had loaded", library_path(),
+        "rebuilt %s in %.1f s; this process keeps the version it had loaded",
+        library_path(),
         time.perf_counter() - started,
     )
     return library_path()
