@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.deploy.conftest import ROOT
+
 ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=20000:20000")
 
 
@@ -32,8 +33,11 @@ class Engine:
     argv: list[str]
     name: str
 
-    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout)
+    def __call__(
+        self, *args: str, timeout: float = 120, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run the engine with ``args``; ``stdin`` is written to its standard input (``exec -i``)."""
+        done = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout, input=stdin)
         if check and done.returncode != 0:
             what = " ".join(args[:3])
             raise AssertionError(f"{self.name} {what}... failed ({done.returncode}):\n{done.stderr[-3000:]}")

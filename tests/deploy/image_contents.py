@@ -1,0 +1,22 @@
+"""Run INSIDE the serving image by tests/deploy/test_image.py (its Python reads this file on stdin).
+
+Prints two lists: the training/test packages importable in the image and the compilers on its
+PATH. A serving image holds neither, so the test expects ``[] []``.
+"""
+
+import importlib.util
+import shutil
+
+TRAINING_PACKAGES = ("pandas", "matplotlib", "arch", "pytest")
+COMPILERS = ("g++", "gcc", "c++")
+
+
+def main() -> None:
+    print(
+        [name for name in TRAINING_PACKAGES if importlib.util.find_spec(name)],
+        [tool for tool in COMPILERS if shutil.which(tool)],
+    )
+
+
+if __name__ == "__main__":
+    main()
