@@ -59,7 +59,7 @@ COPY . .
 # which must build here: the image is for serving at full speed). Then what only building needs
 # goes: C++ headers, torch's own test programs, pip and setuptools, and the packages of torch's
 # compiler stack (sympy, mpmath, networkx: torch.compile's symbolic shapes and graph passes),
-# which an eager forward never imports; tests/test_image.py serves forecasts from the image.
+# which an eager forward never imports; tests/deploy/test_image.py serves forecasts from the image.
 RUN scripts/setup_env.sh --serve \
     && .venv/bin/python -c "from alm_forecaster import native; assert native.is_loaded(), native.load_error()" \
     && site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \

@@ -73,7 +73,7 @@ REQUIREMENTS=requirements.txt
 if [ "$MODE" = "--dev" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
   # Prometheus (server and promtool) for the scrape test and the config checks; podman, runc and
-  # mmdebstrap to build and run the image here without a registry (tests/test_image.py).
+  # mmdebstrap to build and run the image here without a registry (tests/deploy/test_image.py).
   missing=()
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
