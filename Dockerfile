@@ -16,9 +16,9 @@
 #                        local one (scripts/build_image.sh does).
 #   ALM_MODELS           models of archive_configs/ to archive, space-separated (default: those
 #                        that load_models starts, i.e. the default model)
-# Ports (docker/config.properties binds them on 0.0.0.0 inside the container only): 8080
-# inference, 8081 management, 8082 Prometheus metrics. Publish them on 127.0.0.1 or a private
-# network, never on a public interface.
+# Ports (docker/entrypoint.sh binds them on 0.0.0.0 inside the container only; every other
+# setting is the repository's config.properties): 8080 inference, 8081 management, 8082
+# Prometheus metrics. Publish them on 127.0.0.1 or a private network, never on a public interface.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Entrypoint of the container image (run under tini): start TorchServe in the foreground.
 #
-#   (no arguments)   render docker/config.properties into $ALM_RUN_DIR, check that the archives
-#                    named in load_models are in the model store, exec TorchServe there (its
-#                    working directory, so key_file.json lands in $ALM_RUN_DIR)
+#   (no arguments)   render the repository's config.properties into $ALM_RUN_DIR with the three
+#                    HTTP APIs listening on 0.0.0.0, check that the archives named in load_models
+#                    are in the model store, exec TorchServe there (its working directory, so
+#                    key_file.json lands in $ALM_RUN_DIR)
 #   COMMAND ...      run that instead (e.g. the Kubernetes gateway sidecar:
 #                    /opt/alm/.venv/bin/python /opt/alm/docker/token_gateway.py)
+#
+# 0.0.0.0 is INSIDE the container's own network namespace only: that is what lets Docker publish
+# the ports and Kubernetes route to the pod. It is NOT an invitation to expose them: publish them
+# on 127.0.0.1 (compose.yaml does: "127.0.0.1:8080:8080") or on a private network only, never on
+# a public interface. The management API (8081) registers archives, i.e. runs code: keep it off
+# every network you do not fully control (the Kubernetes manifests bind it to 127.0.0.1 inside
+# the pod with ALM_MANAGEMENT_ADDRESS). The metrics endpoint (8082) has no token. gRPC stays on
+# loopback inside the container (not published, not exposed). Every other setting is the
+# repository's.
 #
 # Environment (all optional):
 #   ALM_RUN_DIR             TorchServe's working directory: config, key_file.json, logs/
@@ -14,7 +24,7 @@
 #                           the image; mount a model-registry volume and point this at it)
 #   ALM_LOAD_MODELS         TorchServe's load_models (default: the config's, sp500_xlstm)
 #   ALM_MANAGEMENT_ADDRESS  e.g. http://127.0.0.1:8081 to keep the management API inside the
-#                           container/pod (default: the config's 0.0.0.0:8081)
+#                           container/pod (default: 0.0.0.0:8081)
 set -euo pipefail
 
 APP_DIR=${ALM_APP_DIR:-/opt/alm}
@@ -34,29 +44,13 @@ cd "$RUN_DIR"
 # the health check must not read the old ones meanwhile.
 rm -f key_file.json
 
-# The same renderer as scripts/serve.sh (scripts/serve_config.py), on the container template.
-# It prints the archive files named in load_models, one per line, for the check below.
-ARCHIVES=$(
-  "$PYTHON" - "$APP_DIR" "$MODEL_STORE" "$CONFIG" <<'PY'
-import os
-import sys
-from pathlib import Path
-
-app, store, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-sys.path.insert(0, str(app))
-from scripts.serve_config import read_properties, render  # noqa: E402
-
-overrides = {}
-for env, key in (("ALM_LOAD_MODELS", "load_models"), ("ALM_MANAGEMENT_ADDRESS", "management_address")):
-    if os.environ.get(env):
-        overrides[key] = os.environ[env]
-out.write_text(render(store, overrides, template=app / "docker" / "config.properties"))
-for entry in read_properties(out).get("load_models", "").split(","):
-    entry = entry.strip()
-    if entry and entry not in ("ALL", "all"):
-        print(entry.split("=", 1)[-1])
-PY
-)
+# The same renderer as scripts/serve.sh (alm_ops.serve_config); it prints the archive files
+# named in load_models, one per line, for the check below.
+SETS=()
+if [ -n "${ALM_LOAD_MODELS:-}" ]; then SETS+=(--set "load_models=$ALM_LOAD_MODELS"); fi
+if [ -n "${ALM_MANAGEMENT_ADDRESS:-}" ]; then SETS+=(--set "management_address=$ALM_MANAGEMENT_ADDRESS"); fi
+ARCHIVES=$("$PYTHON" -m alm_ops.serve_config "$CONFIG" --app-dir "$APP_DIR" --model-store "$MODEL_STORE" \
+  --listen 0.0.0.0 "${SETS[@]}" --archives)
 
 missing=0
 for archive in $ARCHIVES; do

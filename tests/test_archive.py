@@ -1,4 +1,5 @@
-"""scripts/build_archive.py, archive_configs/ and config.properties (no server needed)."""
+"""The archive builder (alm_ops.archive, scripts/build_archive.py), archive_configs/ and
+config.properties (no server needed)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from scripts import build_archive, serve_config
-from tests.conftest import ROOT, build_archive_cli
+from alm_ops import archive, serve_config
 from tests.data import TINY, write_checkpoint
+from tests.helpers import ROOT, build_archive_cli
 
 
 class NotAllowedInCheckpoints:
@@ -26,17 +27,30 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", TINY, seed=1)
 
 
+def serving_core(package: Path) -> set[str]:
+    """The .py files of the serving core: the package without its train/ and testing/ subpackages."""
+    return {
+        f"alm_forecaster/{p.relative_to(package)}"
+        for p in package.rglob("*.py")
+        if p.relative_to(package).parts[0] not in ("train", "testing") and "__pycache__" not in p.parts
+    }
+
+
+def packaged(names: set[str]) -> set[str]:
+    """The .py files of alm_forecaster/ inside an archive."""
+    return {n for n in names if n.startswith("alm_forecaster/") and n.endswith(".py")}
+
+
 def test_archive_is_self_contained(tiny_checkpoint, tmp_path, capsys):
     assert (
-        build_archive.main([str(tiny_checkpoint), "--name", "tiny", "--version", "1.2", "--export-path", str(tmp_path)])
-        == 0
+        archive.main([str(tiny_checkpoint), "--name", "tiny", "--version", "1.2", "--export-path", str(tmp_path)]) == 0
     )
     assert "built" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mar"]
-    with zipfile.ZipFile(tmp_path / "tiny.mar") as archive:
-        names = set(archive.namelist())
-        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
-        config = yaml.safe_load(archive.read("model-config.yaml"))
+    with zipfile.ZipFile(tmp_path / "tiny.mar") as mar:
+        names = set(mar.namelist())
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+        config = yaml.safe_load(mar.read("model-config.yaml"))
     assert manifest["model"] == {
         "modelName": "tiny",
         "serializedFile": "tiny.pt",
@@ -44,8 +58,7 @@ def test_archive_is_self_contained(tiny_checkpoint, tmp_path, capsys):
         "modelVersion": "1.2",
         "configFile": "model-config.yaml",
     }
-    package = {str(p.relative_to(ROOT)) for p in (ROOT / "alm_forecaster").rglob("*.py")}
-    assert package <= names, package - names
+    assert packaged(names) == serving_core(ROOT / "alm_forecaster")
     kernels = {str(p.relative_to(ROOT)) for p in (ROOT / "alm_forecaster" / "native").rglob("*.so")}
     assert kernels <= names  # the compiled kernel travels when it was built
     assert not any("__pycache__" in n or n.endswith((".pyc", ".o", ".ninja")) for n in names)
@@ -54,18 +67,42 @@ def test_archive_is_self_contained(tiny_checkpoint, tmp_path, capsys):
     assert config == defaults  # no archive_configs/tiny.yaml: the defaults as they are
 
 
+def test_archive_ships_the_serving_core_only(tiny_checkpoint, tmp_path, monkeypatch):
+    """Training and test helpers (alm_forecaster/train/, alm_forecaster/testing/) and bytecode
+    never travel: the .mar holds exactly the core's sources, nested subpackages included."""
+    package = tmp_path / "src" / "alm_forecaster"
+    shutil.copytree(ROOT / "alm_forecaster", package, ignore=shutil.ignore_patterns("__pycache__", "_build"))
+    for extra in ("train/__init__.py", "train/training.py", "testing/__init__.py", "testing/oracle.py"):
+        (package / extra).parent.mkdir(exist_ok=True)
+        (package / extra).write_text("import pandas  # not a serving dependency\n")
+    (package / "native" / "train").mkdir()  # the same name deeper down is not the subpackage
+    (package / "native" / "train" / "kept.py").write_text("")
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "config.cpython-311.pyc").write_bytes(b"\0")
+    monkeypatch.setattr(archive, "PACKAGE", package)
+    assert archive.main([str(tiny_checkpoint), "--name", "core", "--export-path", str(tmp_path / "out")]) == 0
+    with zipfile.ZipFile(tmp_path / "out" / "core.mar") as mar:
+        names = set(mar.namelist())
+    shipped = packaged(names)
+    assert "alm_forecaster/native/train/kept.py" in shipped
+    assert shipped == serving_core(package), shipped ^ serving_core(package)
+    assert {"alm_forecaster/__init__.py", "alm_forecaster/checkpoint.py", "alm_forecaster/forecaster.py"} <= shipped
+    for left_out in ("alm_forecaster/train/", "alm_forecaster/testing/", "__pycache__", ".pyc"):
+        assert not any(left_out in name for name in names), left_out
+
+
 def test_model_yaml_is_merged_over_the_defaults(tiny_checkpoint, tmp_path):
     own = tmp_path / "own.yaml"
     own.write_text("archive:\n  version: '7.0'\nbatchSize: 2\nhandler:\n  seq_len: 30\n")
     assert (
-        build_archive.main(
+        archive.main(
             [str(tiny_checkpoint), "--name", "m", "--config", str(own), "--export-path", str(tmp_path / "out")]
         )
         == 0
     )
-    with zipfile.ZipFile(tmp_path / "out" / "m.mar") as archive:
-        config = yaml.safe_load(archive.read("model-config.yaml"))
-        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+    with zipfile.ZipFile(tmp_path / "out" / "m.mar") as mar:
+        config = yaml.safe_load(mar.read("model-config.yaml"))
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
     assert manifest["model"]["modelVersion"] == "7.0"
     defaults = yaml.safe_load((ROOT / "archive_configs" / "default.yaml").read_text())
     assert "archive" not in config and config["batchSize"] == 2
@@ -109,7 +146,7 @@ def test_a_bad_checkpoint_never_becomes_an_archive(tmp_path, capsys, make, detai
     if make is not None:
         make(checkpoint)
     out = tmp_path / "store"
-    assert build_archive.main([str(checkpoint), "--name", "bad", "--export-path", str(out)]) == 1
+    assert archive.main([str(checkpoint), "--name", "bad", "--export-path", str(out)]) == 1
     error = capsys.readouterr().err
     assert "error: model 'bad'" in error and detail in error, error
     assert not out.exists() or not any(out.iterdir())
@@ -133,18 +170,18 @@ def test_without_a_checkpoint_every_configured_model_is_built(tmp_path, monkeypa
     (configs / "good.yaml").write_text(f"archive:\n  checkpoint: {tiny_checkpoint}\n  version: '2.5'\nbatchSize: 4\n")
     (configs / "broken.yaml").write_text(f"archive:\n  checkpoint: {bad}\n")
     (configs / "nameless.yaml").write_text("batchSize: 4\n")
-    monkeypatch.setattr(build_archive, "CONFIG_DIR", configs)
-    monkeypatch.setattr(build_archive, "DEFAULT_CONFIG", configs / "default.yaml")
+    monkeypatch.setattr(archive, "CONFIG_DIR", configs)
+    monkeypatch.setattr(archive, "DEFAULT_CONFIG", configs / "default.yaml")
     store = tmp_path / "store"
-    assert build_archive.main(["--export-path", str(store)]) == 1
+    assert archive.main(["--export-path", str(store)]) == 1
     captured = capsys.readouterr()
     assert sorted(p.name for p in store.iterdir()) == ["good.mar"]
     assert "model 'broken': checkpoint refused" in captured.err
     assert "model 'nameless': no checkpoint given" in captured.err
     assert "1 of 3 archive(s) built" in captured.out
-    with zipfile.ZipFile(store / "good.mar") as archive:
-        assert json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"] == "2.5"
-    assert build_archive.main(["--model", "good", "--export-path", str(store)]) == 0
+    with zipfile.ZipFile(store / "good.mar") as mar:
+        assert json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"] == "2.5"
+    assert archive.main(["--model", "good", "--export-path", str(store)]) == 0
 
 
 @pytest.mark.parametrize(
@@ -162,7 +199,7 @@ def test_config_mistakes_are_caught_before_archiving(tiny_checkpoint, tmp_path, 
     own = tmp_path / "own.yaml"
     own.write_text(text)
     assert (
-        build_archive.main(
+        archive.main(
             [str(tiny_checkpoint), "--name", "m", "--config", str(own), "--export-path", str(tmp_path / "out")]
         )
         == 1
@@ -173,17 +210,17 @@ def test_config_mistakes_are_caught_before_archiving(tiny_checkpoint, tmp_path, 
 
 def test_merge_is_recursive_and_does_not_alias():
     base = {"a": 1, "handler": {"threads": 1, "device": "auto"}}
-    merged = build_archive.merge(base, {"handler": {"threads": 2}, "b": [1]})
+    merged = archive.merge(base, {"handler": {"threads": 2}, "b": [1]})
     assert merged == {"a": 1, "handler": {"threads": 2, "device": "auto"}, "b": [1]}
     merged["handler"]["device"] = "cpu"
     assert base["handler"]["device"] == "auto"
 
 
 def test_repository_model_configs_resolve():
-    names = build_archive.model_config_names()
+    names = archive.model_config_names()
     assert names, "archive_configs/ names no model"
     for name in names:
-        spec = build_archive.resolve_spec(name)
+        spec = archive.resolve_spec(name)
         assert spec.checkpoint.parent == ROOT / "models", spec
         assert spec.config["batchSize"] >= 1 and "archive" not in spec.config
 
@@ -207,7 +244,7 @@ def test_config_properties_is_safe_and_names_a_configured_default():
     for key in ("max_request_size", "default_response_timeout", "job_queue_size"):
         assert int(props[key]) > 0
     default = props["load_models"].split("=")[-1].removesuffix(".mar")
-    assert default in build_archive.model_config_names()
+    assert default in archive.model_config_names()
 
 
 def test_render_fills_the_model_store_and_applies_overrides(tmp_path):

@@ -1,24 +1,21 @@
-"""scripts/client.py against the real TorchServe of the session, and against a scripted local
-HTTP server for the retry and token-rotation paths."""
+"""The bulk client (alm_ops.bulk, scripts/client.py) against the real TorchServe of the session,
+and against a scripted local HTTP server for the retry and token-rotation paths."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from scripts import client
-from tests.conftest import ROOT, TorchServeClient, free_ports
+from alm_ops import bulk
+from alm_ops.launcher import TorchServe, free_ports
 from tests.data import TINY, embeddings_csv
+from tests.helpers import ROOT, Scripted
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -41,11 +38,11 @@ def files(tmp_path) -> dict[str, Path]:
     return paths
 
 
-def real_args(torchserve: TorchServeClient, *extra: str) -> list[str]:
+def real_args(torchserve: TorchServe, *extra: str) -> list[str]:
     return ["--url", torchserve.inference_url, "--model", "tiny", "--no-progress", *extra]
 
 
-def key_file(torchserve: TorchServeClient) -> str:
+def key_file(torchserve: TorchServe) -> str:
     return str(torchserve.workdir / "key_file.json")
 
 
@@ -53,9 +50,9 @@ def key_file(torchserve: TorchServeClient) -> str:
 
 
 def test_many_files_in_input_order_with_the_failures_listed(torchserve, files, capsys, monkeypatch):
-    monkeypatch.delenv(client.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(bulk.TOKEN_ENV, raising=False)
     paths = [str(p) for p in files.values()]
-    code = client.main([*paths, *real_args(torchserve, "--concurrency", "3", "--token-file", key_file(torchserve))])
+    code = bulk.main([*paths, *real_args(torchserve, "--concurrency", "3", "--token-file", key_file(torchserve))])
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 1
@@ -79,10 +76,10 @@ def test_many_files_in_input_order_with_the_failures_listed(torchserve, files, c
 
 
 def test_csv_output_and_plots(torchserve, files, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(client.TOKEN_ENV, torchserve.keys["inference"])  # the token from the environment
+    monkeypatch.setenv(bulk.TOKEN_ENV, torchserve.keys["inference"])  # the token from the environment
     good = [str(files[name]) for name in ("good_a", "good_b", "good_c")]
     out, plots = tmp_path / "out.csv", tmp_path / "plots"
-    code = client.main([*good, *real_args(torchserve, "--format", "csv", "--output", str(out), "--plot", str(plots))])
+    code = bulk.main([*good, *real_args(torchserve, "--format", "csv", "--output", str(out), "--plot", str(plots))])
     assert code == 0, capsys.readouterr().err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [row["file"] for row in rows] == good
@@ -110,11 +107,11 @@ def test_csv_output_and_plots(torchserve, files, tmp_path, monkeypatch, capsys):
 
 
 def test_a_wrong_env_token_fails_with_the_servers_message(torchserve, files, monkeypatch, capsys):
-    monkeypatch.setenv(client.TOKEN_ENV, "not-the-key")
-    code = client.main([str(files["good_a"]), *real_args(torchserve)])
+    monkeypatch.setenv(bulk.TOKEN_ENV, "not-the-key")
+    code = bulk.main([str(files["good_a"]), *real_args(torchserve)])
     err = capsys.readouterr().err
     assert code == 1
-    assert "HTTP 400: Token Authorization failed" in err and client.TOKEN_ENV in err
+    assert "HTTP 400: Token Authorization failed" in err and bulk.TOKEN_ENV in err
 
 
 def test_the_cli_as_a_program_with_its_progress_bar(torchserve, files):
@@ -145,63 +142,6 @@ def test_the_cli_as_a_program_with_its_progress_bar(torchserve, files):
 # -- against a scripted local server: retries and key rotation --------------------------------
 
 
-class Scripted:
-    """A loopback HTTP server answering each POST with the next (status, body) of ``script``
-    (the last one repeats), recording each request's Authorization header."""
-
-    def __init__(self, script: list[tuple[int, dict]], accept_token: str | None = None, on_refused=None) -> None:
-        self.script, self.accept_token, self.on_refused = list(script), accept_token, on_refused
-        self.seen: list[str | None] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                auth = self.headers.get("Authorization")
-                outer.seen.append(auth)
-                if outer.accept_token and auth != f"Bearer {outer.accept_token}":
-                    if outer.on_refused:
-                        outer.on_refused()
-                    status, body = (
-                        400,
-                        {
-                            "code": 400,
-                            "type": "InvalidKeyException",
-                            "message": "Token Authorization failed. Token either incorrect, expired, "
-                            "or not provided correctly",
-                        },
-                    )
-                else:
-                    status, body = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST  # noqa: N815
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Scripted]:
-        thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
-            thread.join(timeout=5)
-
-
 FORECAST = {
     "predicted_prices": [1.0, 2.0],
     "prediction_horizon": 2,
@@ -228,35 +168,35 @@ def one_file(tmp_path) -> str:
 
 
 def test_503_and_507_are_retried_until_the_forecast(one_file, capsys, monkeypatch):
-    monkeypatch.setenv(client.TOKEN_ENV, "k")
+    monkeypatch.setenv(bulk.TOKEN_ENV, "k")
     with Scripted([(503, BUSY), (507, {"code": 507, "message": "Out of resources"}), (200, FORECAST)]).running() as s:
-        code = client.main([one_file, *scripted_args(s)])
+        code = bulk.main([one_file, *scripted_args(s)])
     out = capsys.readouterr().out
     assert code == 0 and json.loads(out) == {"file": one_file, "status": 200, "forecast": FORECAST}
     assert s.seen == ["Bearer k"] * 3
 
 
 def test_retries_stop_after_the_limit_with_the_servers_message(one_file, capsys, monkeypatch):
-    monkeypatch.setenv(client.TOKEN_ENV, "k")
+    monkeypatch.setenv(bulk.TOKEN_ENV, "k")
     with Scripted([(503, BUSY)]).running() as s:
-        code = client.main([one_file, *scripted_args(s, "--retries", "2")])
+        code = bulk.main([one_file, *scripted_args(s, "--retries", "2")])
     assert code == 1 and len(s.seen) == 3
     assert f"{one_file}: HTTP 503: {BUSY['message']}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("status", [400, 404, 422, 500])
 def test_4xx_and_500_are_never_retried(one_file, capsys, monkeypatch, status):
-    monkeypatch.setenv(client.TOKEN_ENV, "k")
+    monkeypatch.setenv(bulk.TOKEN_ENV, "k")
     with Scripted([(status, {"error": f"refused {status}", "code": status}), (200, FORECAST)]).running() as s:
-        code = client.main([one_file, *scripted_args(s)])
+        code = bulk.main([one_file, *scripted_args(s)])
     assert code == 1 and len(s.seen) == 1
     assert f"HTTP {status}: refused {status}" in capsys.readouterr().err
 
 
 def test_connection_errors_are_retried_then_reported(one_file, capsys, monkeypatch):
-    monkeypatch.setenv(client.TOKEN_ENV, "k")
+    monkeypatch.setenv(bulk.TOKEN_ENV, "k")
     port = free_ports(1)[0]  # nothing listens there
-    code = client.main(
+    code = bulk.main(
         [
             one_file,
             "--url",
@@ -276,7 +216,7 @@ def test_connection_errors_are_retried_then_reported(one_file, capsys, monkeypat
 
 
 def test_a_rotated_key_is_read_again_from_the_key_file(one_file, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv(client.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(bulk.TOKEN_ENV, raising=False)
     keys = tmp_path / "key_file.json"
     keys.write_text(json.dumps({"inference": {"key": "old"}, "management": {"key": "m"}}))
 
@@ -284,24 +224,24 @@ def test_a_rotated_key_is_read_again_from_the_key_file(one_file, tmp_path, capsy
         keys.write_text(json.dumps({"inference": {"key": "new"}, "management": {"key": "m"}}))
 
     with Scripted([(200, FORECAST)], accept_token="new", on_refused=rotate).running() as s:
-        code = client.main([one_file, *scripted_args(s, "--token-file", str(keys))])
+        code = bulk.main([one_file, *scripted_args(s, "--token-file", str(keys))])
     assert code == 0, capsys.readouterr().err
     assert s.seen == ["Bearer old", "Bearer new"]
 
     # A key that stays wrong: read again once, then the server's message (no loop).
     keys.write_text(json.dumps({"inference": {"key": "stale"}}))
     with Scripted([(200, FORECAST)], accept_token="other").running() as s:
-        code = client.main([one_file, *scripted_args(s, "--token-file", str(keys))])
+        code = bulk.main([one_file, *scripted_args(s, "--token-file", str(keys))])
     assert code == 1 and s.seen == ["Bearer stale"]
     assert "HTTP 400: Token Authorization failed" in capsys.readouterr().err
 
 
 def test_bad_token_file_and_unreadable_input(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv(client.TOKEN_ENV, raising=False)
-    assert client.main([str(tmp_path / "x.csv"), "--model", "m", "--token-file", str(tmp_path / "none.json")]) == 2
+    monkeypatch.delenv(bulk.TOKEN_ENV, raising=False)
+    assert bulk.main([str(tmp_path / "x.csv"), "--model", "m", "--token-file", str(tmp_path / "none.json")]) == 2
     assert "cannot read the token file" in capsys.readouterr().err
-    monkeypatch.setenv(client.TOKEN_ENV, "k")
+    monkeypatch.setenv(bulk.TOKEN_ENV, "k")
     with Scripted([(200, FORECAST)]).running() as s:
-        code = client.main([str(tmp_path / "missing.csv"), *scripted_args(s)])
+        code = bulk.main([str(tmp_path / "missing.csv"), *scripted_args(s)])
     assert code == 1 and s.seen == []
     assert "missing.csv: no answer: cannot read the file" in capsys.readouterr().err

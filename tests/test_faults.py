@@ -29,12 +29,11 @@ import requests
 import torch
 
 from alm_forecaster.forecaster import Forecaster
-from scripts import build_archive
+from alm_ops import archive
+from alm_ops.launcher import TorchServe
 from scripts.make_seed_checkpoint import seed_checkpoint
-from tests.conftest import TorchServeClient, build_archive_cli
 from tests.data import TINY, CreatesFileWhenUnpickled, embeddings_csv, write_checkpoint
-from tests.test_hostile_inputs import assert_forecast, register, unregister
-from tests.test_openapi import validate
+from tests.helpers import assert_forecast, build_archive_cli, register_model, unregister_model, validate
 
 #: A worker must be back within this (measured ~4-6 s on an idle 2-core machine).
 RECOVERY_LIMIT_S = 60
@@ -44,13 +43,13 @@ RECOVERY_LIMIT_S = 60
 
 
 @pytest.mark.parametrize("count", [1, 2], ids=["one-worker", "two-workers"])
-def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: TorchServeClient, count: int):
+def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: TorchServe, count: int):
     """With one worker the model is down until the new one is READY; with two (the shipped
     default) the survivor keeps answering meanwhile."""
     name = f"fault_kill_{count}"
     checkpoint = torchserve.checkpoint("tiny")
     config = f"minWorkers: {count}\nmaxWorkers: {count}\nbatchSize: 8\nmaxBatchDelay: 5\n"
-    workers = register(torchserve, name, checkpoint, config, workers=count)
+    workers = register_model(torchserve, name, checkpoint, config, workers=count)
     try:
         offline = Forecaster.from_checkpoint(checkpoint, name=name, device="cpu")
         payloads = [embeddings_csv(rows=20 + i % 7, input_size=TINY.input_size, seed=300 + i) for i in range(16)]
@@ -114,7 +113,7 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
             assert any(killed_at < s and d < ready_at and _ok(a) for s, d, _, a in log)
         print(f"in flight at the kill and failed loudly: {len(failed)}: {sorted(set(failed))}")
     finally:
-        unregister(torchserve, name)
+        unregister_model(torchserve, name)
 
 
 def _ok(answer) -> bool:
@@ -135,7 +134,7 @@ def _wait_for(condition, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _wait_for_new_ready_worker(torchserve: TorchServeClient, name: str, old_pids: set[int], timeout: float) -> int:
+def _wait_for_new_ready_worker(torchserve: TorchServe, name: str, old_pids: set[int], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers = torchserve.workers(name)
@@ -196,15 +195,15 @@ def test_build_archive_refuses_a_bad_checkpoint(tmp_path, kind):
 
 
 @pytest.fixture(scope="module")
-def good_archive(torchserve: TorchServeClient) -> Path:
-    """A .mar built by scripts/build_archive.py from a GOOD checkpoint (named ``checkpoint.pt``)."""
+def good_archive(torchserve: TorchServe) -> Path:
+    """A .mar built by alm_ops.archive from a GOOD checkpoint (named ``checkpoint.pt``)."""
     good = write_checkpoint(torchserve.workdir / "checkpoint.pt", TINY, seed=0)
     store = torchserve.workdir / "bypass-build"
-    assert build_archive.main([str(good), "--name", "bypass", "--export-path", str(store)]) == 0
+    assert archive.main([str(good), "--name", "bypass", "--export-path", str(store)]) == 0
     return store / "bypass.mar"
 
 
-def _archive_bypassing_validation(torchserve: TorchServeClient, good_archive: Path, name: str, bad: Path) -> str:
+def _archive_bypassing_validation(torchserve: TorchServe, good_archive: Path, name: str, bad: Path) -> str:
     """``good_archive`` with its serialized file replaced by ``bad`` and its model renamed: what
     someone calling torch-model-archiver by hand on a bad file would ship."""
     target = torchserve.model_store / f"{name}.mar"
@@ -224,7 +223,7 @@ def _archive_bypassing_validation(torchserve: TorchServeClient, good_archive: Pa
 
 @pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
 def test_a_worker_refuses_a_bad_checkpoint_and_the_server_keeps_serving(
-    torchserve: TorchServeClient, good_archive, tmp_path, kind
+    torchserve: TorchServe, good_archive, tmp_path, kind
 ):
     name = f"badckpt_{kind.replace('-', '_')}"
     marker = tmp_path / "payload-ran"
@@ -266,7 +265,7 @@ def test_a_worker_refuses_a_bad_checkpoint_and_the_server_keeps_serving(
             assert not unsafe_runs, unsafe_runs
         assert not marker.exists(), "the pickled payload ran in the worker"
     finally:
-        unregister(torchserve, name)
+        unregister_model(torchserve, name)
     assert not marker.exists()
     assert_forecast(
         torchserve.predict("tiny", data=good_csv, headers={"Content-Type": "text/csv"}), expected[0], "good model after"

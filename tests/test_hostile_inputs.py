@@ -25,16 +25,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
 from alm_forecaster.forecaster import Forecaster
-from scripts import build_archive, serve_config
-from tests.conftest import TorchServeClient
+from alm_ops.launcher import TorchServe
 from tests.data import TINY, embeddings_csv
+from tests.helpers import assert_forecast, max_request_size, register_model, unregister_model
 
 MODEL = "hostile"
 ROWS = 24  # data rows of the base file; the model reads the last 20 (rows 5..24, lines 6..25)
@@ -58,40 +57,16 @@ BIG = ("octet-stream", "multipart-file")  # bodies of megabytes: two transports 
 # -- the registered model ---------------------------------------------------------------------
 
 
-def register(
-    torchserve: TorchServeClient, name: str, checkpoint: Path, config: str, workers: int = 1, timeout: float = 120
-) -> list[dict]:
-    """Build ``name`` from ``checkpoint`` with ``config`` (YAML merged over the defaults) with
-    scripts/build_archive.py, register it on the session server and wait for READY workers."""
-    yaml_path = torchserve.workdir / f"{name}.yaml"
-    yaml_path.write_text(config)
-    argv = [str(checkpoint), "--name", name, "--config", str(yaml_path), "--export-path", str(torchserve.model_store)]
-    assert build_archive.main(argv) == 0
-    params = {"url": f"{name}.mar", "synchronous": "false", "initial_workers": workers}
-    response = torchserve.manage("POST", "/models", params=params)
-    assert response.status_code == 202, response.text
-    return torchserve.wait_ready(name, count=workers, timeout=timeout)
-
-
-def unregister(torchserve: TorchServeClient, name: str) -> None:
-    torchserve.manage("DELETE", f"/models/{name}")
-    (torchserve.model_store / f"{name}.mar").unlink(missing_ok=True)
-
-
 @pytest.fixture(scope="module")
-def served(torchserve: TorchServeClient):
-    register(torchserve, MODEL, torchserve.checkpoint("tiny"), ONE_WORKER + "batchSize: 8\nmaxBatchDelay: 200\n")
+def served(torchserve: TorchServe):
+    register_model(torchserve, MODEL, torchserve.checkpoint("tiny"), ONE_WORKER + "batchSize: 8\nmaxBatchDelay: 200\n")
     yield torchserve
-    unregister(torchserve, MODEL)
+    unregister_model(torchserve, MODEL)
 
 
 @pytest.fixture(scope="module")
-def offline(torchserve: TorchServeClient) -> Forecaster:
+def offline(torchserve: TorchServe) -> Forecaster:
     return Forecaster.from_checkpoint(torchserve.checkpoint("tiny"), name=MODEL, device="cpu")
-
-
-def max_request_size(torchserve: TorchServeClient) -> int:
-    return int(serve_config.read_properties(torchserve.workdir / "config.properties")["max_request_size"])
 
 
 # -- building the bodies ---------------------------------------------------------------------
@@ -396,7 +371,7 @@ def test_the_corpus_is_big_enough():
 
 
 def burst(
-    torchserve: TorchServeClient, calls: list[dict], model: str = MODEL, delays: list[float] | None = None
+    torchserve: TorchServe, calls: list[dict], model: str = MODEL, delays: list[float] | None = None
 ) -> list[requests.Response]:
     """Send every call (requests kwargs) at once, from its own thread (call ``i`` waits
     ``delays[i]`` seconds after the common start); responses in order."""
@@ -420,16 +395,6 @@ def burst(
     for i, result in enumerate(results):
         assert isinstance(result, requests.Response), f"request {i}: {result!r}"
     return results
-
-
-def assert_forecast(response: requests.Response, expected: dict, label: str) -> None:
-    assert response.status_code == 200, (label, response.status_code, response.text[:500])
-    body = response.json()
-    assert body.keys() == expected.keys(), label
-    assert body["predicted_prices"] == pytest.approx(expected["predicted_prices"], rel=1e-5), label
-    assert {k: v for k, v in body.items() if k != "predicted_prices"} == {
-        k: v for k, v in expected.items() if k != "predicted_prices"
-    }, label
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -1,5 +1,6 @@
-"""scripts/models.py against the real TorchServe of the session: a model ``life`` (two versions
-built from small checkpoints) registered, made default, scaled, listed and unregistered."""
+"""The lifecycle CLI (alm_ops.lifecycle, scripts/lifecycle.py) against the real TorchServe of the
+session: a model ``life`` (two versions built from small checkpoints) registered, made default,
+scaled, listed and unregistered."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import json
 import pytest
 import yaml
 
-from scripts import build_archive, models
-from tests.conftest import ROOT, TorchServeClient
+from alm_ops import archive, lifecycle
+from alm_ops.launcher import TorchServe
 from tests.data import TINY, embeddings_csv, write_checkpoint
-from tests.test_client import Scripted
+from tests.helpers import ROOT, Scripted
 
 
 @pytest.fixture(scope="module")
-def archives(torchserve: TorchServeClient, tmp_path_factory) -> dict[str, str]:
+def archives(torchserve: TorchServe, tmp_path_factory) -> dict[str, str]:
     """``life`` 1.0 and 2.0 in the server's model store: version -> archive file name."""
     directory = tmp_path_factory.mktemp("life")
     made = {}
@@ -23,21 +24,21 @@ def archives(torchserve: TorchServeClient, tmp_path_factory) -> dict[str, str]:
         checkpoint = write_checkpoint(directory / f"life_{version}.pt", TINY, seed=seed)
         name = f"life_{version.replace('.', '_')}"
         args = [str(checkpoint), "--name", "life", "--version", version, "--archive-name", name]
-        assert build_archive.main([*args, "--export-path", str(torchserve.model_store)]) == 0
+        assert archive.main([*args, "--export-path", str(torchserve.model_store)]) == 0
         made[version] = f"{name}.mar"
     return made
 
 
 @pytest.fixture
 def cli(torchserve, capsys, monkeypatch):
-    """models.main with the session server's URL and key file; returns (status, stdout, stderr)."""
-    monkeypatch.delenv(models.TOKEN_ENV, raising=False)
+    """lifecycle.main with the session server's URL and key file; returns (status, stdout, stderr)."""
+    monkeypatch.delenv(lifecycle.TOKEN_ENV, raising=False)
 
     def run(*argv: str, token_file: bool = True) -> tuple[int, str, str]:
         extra = ["--url", torchserve.management_url]
         if token_file:
             extra += ["--token-file", str(torchserve.workdir / "key_file.json")]
-        code = models.main([*argv, *extra])
+        code = lifecycle.main([*argv, *extra])
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -118,16 +119,16 @@ def test_a_bad_call_shows_the_servers_message(torchserve, cli, argv, message):
 
 
 def test_token_from_the_environment(torchserve, cli, monkeypatch):
-    monkeypatch.setenv(models.TOKEN_ENV, torchserve.keys["management"])
+    monkeypatch.setenv(lifecycle.TOKEN_ENV, torchserve.keys["management"])
     code, out, err = cli("describe", "tiny", token_file=False)
     assert code == 0 and json.loads(out)["modelName"] == "tiny", err
-    monkeypatch.setenv(models.TOKEN_ENV, torchserve.keys["inference"])  # the wrong kind of key
+    monkeypatch.setenv(lifecycle.TOKEN_ENV, torchserve.keys["inference"])  # the wrong kind of key
     code, out, err = cli("describe", "tiny", token_file=False)
-    assert code == 1 and "HTTP 400: Token Authorization failed" in err and models.TOKEN_ENV in err
+    assert code == 1 and "HTTP 400: Token Authorization failed" in err and lifecycle.TOKEN_ENV in err
 
 
 def test_a_rotated_management_key_is_read_again(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv(models.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(lifecycle.TOKEN_ENV, raising=False)
     keys = tmp_path / "key_file.json"
     keys.write_text(json.dumps({"management": {"key": "old"}}))
 
@@ -136,7 +137,7 @@ def test_a_rotated_management_key_is_read_again(tmp_path, capsys, monkeypatch):
 
     description = [{"modelName": "m", "modelVersion": "1.0", "workers": []}]
     with Scripted([(200, description)], accept_token="new", on_refused=rotate).running() as server:
-        code = models.main(["describe", "m", "--url", server.url, "--token-file", str(keys)])
+        code = lifecycle.main(["describe", "m", "--url", server.url, "--token-file", str(keys)])
     assert code == 0, capsys.readouterr().err
     assert server.seen == ["Bearer old", "Bearer new"]
     assert json.loads(capsys.readouterr().out)["modelName"] == "m"

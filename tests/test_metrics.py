@@ -16,8 +16,8 @@ import yaml
 from ts.context import RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-from scripts import serve_config
-from tests.conftest import TorchServeClient
+from alm_ops import serve_config
+from alm_ops.launcher import TorchServe
 from tests.data import TINY, embeddings_csv, write_checkpoint
 from tests.test_handler import load_handler_module, make_context
 
@@ -56,14 +56,16 @@ def test_metrics_config_is_torchserves_default_plus_the_domain_metrics():
     assert {"counter:ForecastsServed", "counter:RequestsRejected", "gauge:ParseTime"} <= set(cache.cache_keys())
 
 
-@pytest.mark.parametrize("template", ["config.properties", "docker/config.properties"])
-def test_rendered_config_names_the_metrics_config(tmp_path, template):
-    text = serve_config.render(tmp_path, template=ROOT / template, app_dir=ROOT)
+@pytest.mark.parametrize("listen", [None, "0.0.0.0"], ids=["host", "container"])
+def test_rendered_config_names_the_metrics_config(tmp_path, listen):
+    """As scripts/serve.sh and the tests render it, and as docker/entrypoint.sh does (--listen)."""
+    overrides = serve_config.listen_on(listen) if listen else {}
+    text = serve_config.render(tmp_path, overrides, app_dir=ROOT)
     values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
     assert Path(values["metrics_config"]) == METRICS_CONFIG and METRICS_CONFIG.is_file()
     assert values["metrics_mode"] == "prometheus"
     assert "model_metrics_auto_detect" not in values and "@APP_DIR@" not in text
-    docker = serve_config.render(tmp_path, template=ROOT / template, app_dir=Path("/opt/alm"))
+    docker = serve_config.render(tmp_path, overrides, app_dir=Path("/opt/alm"))
     assert "metrics_config=/opt/alm/metrics_config.yaml" in docker.splitlines()
 
 
@@ -152,7 +154,7 @@ def test_unexpected_failures_are_counted_as_internal_or_out_of_memory(handler, c
 SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
 
 
-def scrape(torchserve: TorchServeClient) -> tuple[dict, str]:
+def scrape(torchserve: TorchServe) -> tuple[dict, str]:
     """{(metric, frozenset of labels): value} of the Prometheus page, and the page."""
     text = torchserve.metrics()
     samples = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 import requests
-import schemathesis
 import yaml
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -22,11 +21,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import ROOT, TorchServeClient
+from alm_ops.launcher import TorchServe
 from tests.data import TINY, embeddings_csv
-from tests.test_hostile_inputs import max_request_size
+from tests.helpers import OPENAPI, max_request_size, openapi_schema, validate
 
-DOCUMENT = ROOT / "docs" / "openapi.yaml"
 MODEL, VERSION = "tiny", "1.0"
 EXAMPLES = 60  # per operation and generation mode
 #: Checks by schemathesis; "no 5xx" is checked below, with one known TorchServe exception.
@@ -45,7 +43,7 @@ def torchserve_multipart_decoder_error(response: requests.Response) -> bool:
     return response.json().get("type") == "ErrorDataDecoderException"
 
 
-SCHEMA = schemathesis.openapi.from_path(DOCUMENT)
+SCHEMA = openapi_schema()
 OPERATIONS = {
     "/predictions/{model}": {"model": MODEL},
     "/predictions/{model}/{version}": {"model": MODEL, "version": VERSION},
@@ -55,7 +53,7 @@ MEDIA_TYPES = ["multipart/form-data", "text/csv", "application/octet-stream"]
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 @pytest.mark.parametrize("path", list(OPERATIONS))
-def test_server_conforms_to_the_document(torchserve: TorchServeClient, path, mode):
+def test_server_conforms_to_the_document(torchserve: TorchServe, path, mode):
     strategy = SCHEMA[path]["POST"].as_strategy(mode, path_parameters=OPERATIONS[path])
     seen: list[tuple[str, int]] = []
 
@@ -80,11 +78,6 @@ def test_server_conforms_to_the_document(torchserve: TorchServeClient, path, mod
     assert len({media_type for media_type, _ in seen}) == len(MEDIA_TYPES), seen
 
 
-def validate(operation: str, response: requests.Response) -> None:
-    """One real response checked against the document (status listed, content type, schema)."""
-    SCHEMA[operation]["POST"].validate_response(response)
-
-
 @pytest.mark.parametrize(
     ("label", "kwargs", "status"),
     [
@@ -94,7 +87,7 @@ def validate(operation: str, response: requests.Response) -> None:
         ("too large", {"headers": {"Content-Type": "text/csv"}}, 413),  # max_request_size + 1 bytes
     ],
 )
-def test_every_status_class_matches_the_document(torchserve: TorchServeClient, label, kwargs, status):
+def test_every_status_class_matches_the_document(torchserve: TorchServe, label, kwargs, status):
     if status == 413:
         kwargs = {**kwargs, "data": b"0" * (max_request_size(torchserve) + 1)}
     response = torchserve.predict(MODEL, **kwargs)
@@ -102,7 +95,7 @@ def test_every_status_class_matches_the_document(torchserve: TorchServeClient, l
     validate("/predictions/{model}", response)
 
 
-def test_torchserve_errors_match_the_document(torchserve: TorchServeClient):
+def test_torchserve_errors_match_the_document(torchserve: TorchServe):
     csv = embeddings_csv(input_size=TINY.input_size)
     unknown = requests.post(
         torchserve.inference_url + "/predictions/no_such_model", headers=torchserve.auth(), data=csv, timeout=30
@@ -118,13 +111,13 @@ def test_torchserve_errors_match_the_document(torchserve: TorchServeClient):
 
 
 def test_document_lists_what_the_server_really_returns():
-    document = yaml.safe_load(DOCUMENT.read_text())
+    document = yaml.safe_load(OPENAPI.read_text())
     for path in ("/predictions/{model}", "/predictions/{model}/{version}"):
         statuses = set(document["paths"][path]["post"]["responses"])
         assert {"200", "400", "404", "413", "422", "500", "503", "507"} <= statuses, statuses
 
 
-def test_multipart_part_without_a_name(torchserve: TorchServeClient):
+def test_multipart_part_without_a_name(torchserve: TorchServe):
     """Known TorchServe 0.12 behaviour (not this service's code): a multipart part named "" is
     a 500 ErrorDataDecoderException from the frontend. The worker never sees it; a good request
     right after is served by the same worker."""

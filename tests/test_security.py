@@ -14,9 +14,10 @@ import psutil
 import pytest
 import requests
 
-from scripts import serve_config
-from tests.conftest import ROOT, TorchServeClient
+from alm_ops import serve_config
+from alm_ops.launcher import TorchServe
 from tests.data import TINY, embeddings_csv
+from tests.helpers import ROOT
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 
@@ -55,7 +56,7 @@ def test_shipped_config_is_secure_by_default():
     assert props.get("enable_envvars_config", "false") == "false"
 
 
-def test_running_server_listens_on_loopback_only(torchserve: TorchServeClient):
+def test_running_server_listens_on_loopback_only(torchserve: TorchServe):
     listening = []
     for process in torchserve.processes():
         try:
@@ -70,7 +71,7 @@ def test_running_server_listens_on_loopback_only(torchserve: TorchServeClient):
     assert "disable_token_authorization" not in effective
 
 
-def test_key_file_is_readable_by_its_owner_only(torchserve: TorchServeClient):
+def test_key_file_is_readable_by_its_owner_only(torchserve: TorchServe):
     mode = (torchserve.workdir / "key_file.json").stat().st_mode
     assert stat.S_IMODE(mode) & 0o077 == 0, oct(mode)
 
@@ -78,7 +79,7 @@ def test_key_file_is_readable_by_its_owner_only(torchserve: TorchServeClient):
 # -- tokens ------------------------------------------------------------------------------------
 
 
-def test_api_key_opens_neither_inference_nor_management(torchserve: TorchServeClient):
+def test_api_key_opens_neither_inference_nor_management(torchserve: TorchServe):
     """The never-expiring API key only mints keys (POST /token); it is no inference or management key."""
     api = bearer(torchserve.keys["API"])
     csv = embeddings_csv(input_size=TINY.input_size)
@@ -100,7 +101,7 @@ def test_api_key_opens_neither_inference_nor_management(torchserve: TorchServeCl
     ids=["register", "unregister", "scale", "set-default", "describe", "mint-token"],
 )
 @pytest.mark.parametrize("token", ["none", "inference-key"])
-def test_management_calls_need_their_key(torchserve: TorchServeClient, method, path, params, token):
+def test_management_calls_need_their_key(torchserve: TorchServe, method, path, params, token):
     headers = bearer(torchserve.keys["inference"]) if token == "inference-key" else {}
     before = torchserve.describe("tiny")
     response = requests.request(method, torchserve.management_url + path, params=params, headers=headers, timeout=30)
@@ -123,7 +124,7 @@ def test_management_calls_need_their_key(torchserve: TorchServeClient, method, p
     ],
     ids=["lowercase-scheme", "no-scheme", "prefix-of-key", "key-plus-suffix", "basic", "two-tokens", "other-header"],
 )
-def test_near_miss_tokens_are_refused(torchserve: TorchServeClient, make_headers):
+def test_near_miss_tokens_are_refused(torchserve: TorchServe, make_headers):
     key = torchserve.keys["management"]
     assert_refused(requests.get(torchserve.management_url + "/models", headers=make_headers(key), timeout=30))
     response = requests.get(
@@ -132,13 +133,13 @@ def test_near_miss_tokens_are_refused(torchserve: TorchServeClient, make_headers
     assert_refused(response)
 
 
-def test_metrics_need_no_token_and_reveal_no_key(torchserve: TorchServeClient):
+def test_metrics_need_no_token_and_reveal_no_key(torchserve: TorchServe):
     response = requests.get(torchserve.metrics_url + "/metrics", timeout=30)
     assert response.status_code == 200 and "ts_inference_requests_total" in response.text
     assert not any(key in response.text for key in torchserve.keys.values())
 
 
-def test_api_description_is_open_but_generic(torchserve: TorchServeClient):
+def test_api_description_is_open_but_generic(torchserve: TorchServe):
     """``OPTIONS /`` answers TorchServe's own static API description without a token (0.12):
     nothing about the models and no key in it. Everything else needs a key."""
     for url in (torchserve.inference_url, torchserve.management_url):
@@ -147,7 +148,7 @@ def test_api_description_is_open_but_generic(torchserve: TorchServeClient):
         assert "tiny" not in response.text and not any(k in response.text for k in torchserve.keys.values())
 
 
-def test_tokens_rotate_and_old_keys_stop_working(torchserve: TorchServeClient):
+def test_tokens_rotate_and_old_keys_stop_working(torchserve: TorchServe):
     """POST /token?type=inference|management with the API key mints a new key into
     key_file.json; the old key is refused at once. The session's keys are updated in place."""
     key_file = torchserve.workdir / "key_file.json"
@@ -166,9 +167,7 @@ def test_tokens_rotate_and_old_keys_stop_working(torchserve: TorchServeClient):
             assert_refused(requests.get(url + path, headers=bearer(old[kind]), timeout=30))
             assert requests.get(url + path, headers=bearer(new), timeout=30).status_code == 200
     finally:
-        torchserve.keys.update(
-            {kind: entry["key"] for kind, entry in json.loads(key_file.read_text()).items() if kind in old}
-        )
+        torchserve.reload_keys()
     assert torchserve.keys["API"] == old["API"]  # the API key itself does not rotate
     ok = torchserve.predict(
         "tiny", data=embeddings_csv(input_size=TINY.input_size), headers={"Content-Type": "text/csv"}

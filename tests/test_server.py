@@ -16,15 +16,16 @@ import requests
 import yaml
 
 from alm_forecaster.forecaster import Forecaster
-from scripts import build_archive
-from tests.conftest import ROOT, SEED, TorchServeClient
+from alm_ops import archive
+from alm_ops.launcher import TorchServe
 from tests.data import TINY, embeddings_csv, write_checkpoint
+from tests.helpers import ROOT, SEED
 
 TOKEN_REFUSED = "Token Authorization failed"
 
 
 @pytest.fixture(scope="module")
-def offline(torchserve: TorchServeClient):
+def offline(torchserve: TorchServe):
     """In-process forecasters on the same checkpoints as the server's models, made on use."""
     made: dict[str, Forecaster] = {}
 
@@ -184,7 +185,7 @@ def test_describe_shows_the_model(torchserve):
 def test_async_registration_versions_and_unregister(torchserve, tmp_path, offline):
     v2 = write_checkpoint(tmp_path / "tiny_v2.pt", TINY, seed=8)
     assert (
-        build_archive.main(
+        archive.main(
             [
                 str(v2),
                 "--name",

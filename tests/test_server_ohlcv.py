@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from alm_forecaster.forecaster import Forecaster
-from scripts import build_archive
-from tests.conftest import ROOT, TorchServeClient
+from alm_ops import archive
+from alm_ops.launcher import TorchServe
+from tests.helpers import ROOT
 
 MODEL = "sp500_xlstm"
 CHECKPOINT = ROOT / "models" / f"{MODEL}.pt"
@@ -18,14 +19,11 @@ pytestmark = pytest.mark.skipif(not CHECKPOINT.exists() or not OHLCV.exists(), r
 
 
 @pytest.fixture(scope="module")
-def served(torchserve: TorchServeClient):
+def served(torchserve: TorchServe):
     """The default model's archive, registered for this module and unregistered after it."""
-    archive = ["--model", MODEL, "--export-path", str(torchserve.model_store)]  # archive_configs/sp500_xlstm.yaml
-    assert build_archive.main(archive) == 0
-    response = torchserve.manage(
-        "POST", "/models", params={"url": f"{MODEL}.mar", "synchronous": "false", "initial_workers": 1}
-    )
-    assert response.status_code == 202, response.text
+    argv = ["--model", MODEL, "--export-path", str(torchserve.model_store)]  # archive_configs/sp500_xlstm.yaml
+    assert archive.main(argv) == 0
+    torchserve.register(f"{MODEL}.mar", initial_workers=1)
     torchserve.wait_ready(MODEL, timeout=120)
     yield torchserve
     torchserve.manage("DELETE", f"/models/{MODEL}")

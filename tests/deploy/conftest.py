@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 # The one import of the properties reader: the tests take it from here, so its module is named once.
-from scripts.serve_config import read_properties as read_properties
+from alm_ops.serve_config import read_properties as read_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import ROOT
 from tests.deploy.containers import engine, offline_forecast, unique_name
+from tests.helpers import ROOT
 
 BARE_IMAGE = "localhost/alm-bare-debian:bookworm"
 WHEELS = Path("/wheels")

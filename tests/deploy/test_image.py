@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_ports
-from tests.deploy.conftest import APP_UID, ROOT
+from alm_ops.launcher import free_ports
+from tests.deploy.conftest import APP_UID
 from tests.deploy.containers import Engine, engine, offline_forecast, unique_name
+from tests.helpers import ROOT
 
 MODEL = "sp500_xlstm"
 EXAMPLE = ROOT / "examples" / "sp500_tail.csv"

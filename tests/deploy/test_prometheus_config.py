@@ -18,7 +18,7 @@ def test_prometheus_scrapes_the_compose_service():
     targets = [target for group in job["static_configs"] for target in group["targets"]]
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     assert targets == ["forecaster:8082"] and "forecaster" in compose["services"]
-    assert read_properties(ROOT / "docker" / "config.properties")["metrics_address"].endswith(":8082")
+    assert read_properties(ROOT / "config.properties")["metrics_address"].endswith(":8082")
 
 
 def test_prometheus_config_passes_promtool():

@@ -28,7 +28,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import TorchServeClient, free_ports
+from alm_ops.launcher import TorchServe, free_ports
 from tests.data import TINY, embeddings_csv
 
 PROMETHEUS = Path("/usr/bin/prometheus")
@@ -88,7 +88,7 @@ class Prometheus:
 
 
 @pytest.fixture
-def fresh_model(torchserve: TorchServeClient) -> Iterator[str]:
+def fresh_model(torchserve: TorchServe) -> Iterator[str]:
     """``tiny``'s checkpoint archived and registered as MODEL (one worker) for this test only."""
     torchserve.checkpoints[MODEL] = torchserve.checkpoint("tiny")  # ensure_model archives this
     try:
@@ -101,7 +101,7 @@ def fresh_model(torchserve: TorchServeClient) -> Iterator[str]:
 
 
 @pytest.fixture
-def prometheus(torchserve: TorchServeClient, tmp_path: Path) -> Iterator[Prometheus]:
+def prometheus(torchserve: TorchServe, tmp_path: Path) -> Iterator[Prometheus]:
     """Prometheus scraping the session server's metrics endpoint every second, on one free
     loopback port, with its TSDB under tmp_path; terminated and waited for at the end."""
     target = urlsplit(torchserve.metrics_url).netloc  # 127.0.0.1:<port>
@@ -150,7 +150,7 @@ def prometheus(torchserve: TorchServeClient, tmp_path: Path) -> Iterator[Prometh
             pytest.fail(f"prometheus ignored SIGTERM (killed)\n{server.log_tail()}")
 
 
-def source_counts(torchserve: TorchServeClient, model: str) -> dict[str, float]:
+def source_counts(torchserve: TorchServe, model: str) -> dict[str, float]:
     """The model's counters on TorchServe's own page: ForecastsServed and each sent reason."""
     counts = {"ForecastsServed": torchserve.metric("ForecastsServed", ModelName=model)}
     for reason in REJECTED:
@@ -158,9 +158,7 @@ def source_counts(torchserve: TorchServeClient, model: str) -> dict[str, float]:
     return counts
 
 
-def test_prometheus_scrapes_the_exact_domain_counters(
-    torchserve: TorchServeClient, fresh_model: str, prometheus: Prometheus
-):
+def test_prometheus_scrapes_the_exact_domain_counters(torchserve: TorchServe, fresh_model: str, prometheus: Prometheus):
     version = torchserve.describe(fresh_model)["modelVersion"]
     selector = f'{{ModelName="{fresh_model}"}}'
     expected = {"ForecastsServed": float(GOOD), **{reason: float(n) for reason, n in REJECTED.items()}}

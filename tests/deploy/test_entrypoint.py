@@ -1,41 +1,22 @@
-"""docker/entrypoint.sh and the container's config.properties: shellcheck at the style level, the
-container config against the host one, and the entrypoint run up to TorchServe's start."""
+"""The container image's entrypoint (docker/entrypoint.sh) and the config it gives TorchServe,
+run here up to TorchServe's start (an empty model store stops it there): the repository's
+config.properties rendered by alm_ops.serve_config with the three HTTP APIs on 0.0.0.0."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
-from tests.deploy.conftest import ROOT, pypi_tool, read_properties, run
+from alm_ops.serve_config import ADDRESS_KEYS, read_properties, render
+from tests.helpers import ROOT, pypi_tool
+
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 
 
-def test_entrypoint_passes_shellcheck():
-    done = run([pypi_tool("shellcheck"), "--severity=style", "docker/entrypoint.sh"], cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-# ---------------------------------------------------------------------------------------------
-# Container config and entrypoint
-# ---------------------------------------------------------------------------------------------
-
-ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
-
-
-def test_container_config_differs_from_the_host_config_only_in_the_addresses():
-    host = read_properties(ROOT / "config.properties")
-    container = read_properties(ROOT / "docker" / "config.properties")
-    assert set(host) == set(container), f"keys differ: {set(host) ^ set(container)}"
-    differing = {key for key in host if host[key] != container[key]}
-    assert differing <= set(ADDRESS_KEYS), f"unexpected differences: {differing - set(ADDRESS_KEYS)}"
-    assert [container[key] for key in ADDRESS_KEYS] == [
-        "http://0.0.0.0:8080",
-        "http://0.0.0.0:8081",
-        "http://0.0.0.0:8082",
-    ]
-    for config in (host, container):
-        assert "disable_token_authorization" not in config
-        assert config["metrics_mode"] == "prometheus"
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, **kwargs)
 
 
 def entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -44,6 +25,32 @@ def entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ALM_APP_DIR=str(ROOT), ALM_RUN_DIR=str(tmp_path / "run"), ALM_MODEL_STORE=str(tmp_path / "store.d"), **extra
     )
     return env
+
+
+def test_entrypoint_passes_shellcheck():
+    done = run([pypi_tool("shellcheck"), "--severity=style", "docker/entrypoint.sh"], cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_container_config_differs_from_the_host_config_only_in_the_addresses(tmp_path):
+    (tmp_path / "store.d").mkdir()
+    done = run(["bash", str(ENTRYPOINT)], env=entrypoint_env(tmp_path))
+    assert done.returncode == 1 and "not found" in done.stderr, done.stdout + done.stderr
+    container = read_properties(tmp_path / "run" / "config.properties")
+    (tmp_path / "host.properties").write_text(render(tmp_path / "store.d"))  # as scripts/serve.sh renders it
+    host = read_properties(tmp_path / "host.properties")
+    assert set(host) == set(container), f"keys differ: {set(host) ^ set(container)}"
+    differing = {key for key in host if host[key] != container[key]}
+    assert differing <= set(ADDRESS_KEYS), f"unexpected differences: {differing - set(ADDRESS_KEYS)}"
+    assert [container[key] for key in ADDRESS_KEYS] == [
+        "http://0.0.0.0:8080",
+        "http://0.0.0.0:8081",
+        "http://0.0.0.0:8082",
+    ]
+    assert container["grpc_inference_address"] == container["grpc_management_address"] == "127.0.0.1"
+    for config in (host, container):
+        assert "disable_token_authorization" not in config
+        assert config["metrics_mode"] == "prometheus"
 
 
 def test_entrypoint_renders_the_container_config_and_refuses_missing_archives(tmp_path):
@@ -55,7 +62,7 @@ def test_entrypoint_renders_the_container_config_and_refuses_missing_archives(tm
     env = entrypoint_env(
         tmp_path, ALM_MANAGEMENT_ADDRESS="http://127.0.0.1:8081", ALM_LOAD_MODELS="a=alpha.mar,beta.mar"
     )
-    done = run(["bash", str(ROOT / "docker" / "entrypoint.sh")], env=env)
+    done = run(["bash", str(ENTRYPOINT)], env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "alpha.mar not found" in done.stderr and "beta.mar not found" in done.stderr
     assert not (tmp_path / "run" / "key_file.json").exists(), "stale keys must be removed before the start"
@@ -70,7 +77,7 @@ def test_entrypoint_renders_the_container_config_and_refuses_missing_archives(tm
 
 def test_entrypoint_default_models_and_passthrough(tmp_path):
     (tmp_path / "store.d").mkdir()
-    done = run(["bash", str(ROOT / "docker" / "entrypoint.sh")], env=entrypoint_env(tmp_path))
+    done = run(["bash", str(ENTRYPOINT)], env=entrypoint_env(tmp_path))
     assert done.returncode == 1 and "sp500_xlstm.mar not found" in done.stderr
-    done = run(["bash", str(ROOT / "docker" / "entrypoint.sh"), "echo", "sidecar"], env=entrypoint_env(tmp_path))
+    done = run(["bash", str(ENTRYPOINT), "echo", "sidecar"], env=entrypoint_env(tmp_path))
     assert done.returncode == 0 and done.stdout.strip() == "sidecar"

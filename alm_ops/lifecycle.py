@@ -1,11 +1,11 @@
 """Model lifecycle over TorchServe's management API: register, scale, set the default, unregister, list.
 
-    python scripts/models.py register ARCHIVE.mar [--workers N] [--wait] [--timeout S] [--name NAME]
-    python scripts/models.py scale MODEL[/VERSION] --min N [--max M] [--timeout S]
-    python scripts/models.py set-default MODEL VERSION
-    python scripts/models.py unregister MODEL [VERSION] [--all]
-    python scripts/models.py list [--json]
-    python scripts/models.py describe MODEL[/VERSION]
+    python scripts/lifecycle.py register ARCHIVE.mar [--workers N] [--wait] [--timeout S] [--name NAME]
+    python scripts/lifecycle.py scale MODEL[/VERSION] --min N [--max M] [--timeout S]
+    python scripts/lifecycle.py set-default MODEL VERSION
+    python scripts/lifecycle.py unregister MODEL [VERSION] [--all]
+    python scripts/lifecycle.py list [--json]
+    python scripts/lifecycle.py describe MODEL[/VERSION]
 
 Common options (after the subcommand): ``--url`` (default $ALM_MANAGEMENT_URL or
 http://127.0.0.1:8081), ``--token-file`` (TorchServe's key_file.json, key ``management``).
@@ -44,121 +44,20 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from urllib.parse import quote
 
-import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from scripts.client import SERVE_KEY_FILE, Token, UsageError, server_message, token_refused  # noqa: E402
+from alm_ops.api import (
+    ApiError,
+    TorchServeApi,
+    UsageError,
+    all_ready,
+    custom_metadata,
+    split_model,
+    worker_summary,
+)
+from alm_ops.keys import KeyFileError, Token
 
 TOKEN_ENV = "ALM_MANAGEMENT_TOKEN"
-POLL_S = 0.25
-
-
-class ApiError(Exception):
-    """A management call that failed: the server's message, or why there was no answer."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-    def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.args[0]}" if self.status is not None else self.args[0]
-
-
-class Management:
-    """The management API of one TorchServe, with its token."""
-
-    def __init__(self, url: str, token: Token, timeout: float = 60.0) -> None:
-        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
-        self.session = requests.Session()
-
-    def call(self, method: str, path: str, ok: tuple[int, ...] = (200,), **params) -> object:
-        """One call; its JSON on an ``ok`` status, else `ApiError` with the server's message."""
-        params = {k: v for k, v in params.items() if v is not None}
-        token, refreshed = self.token.value, False
-        while True:
-            try:
-                response = self.session.request(
-                    method, self.url + path, params=params, headers=self.token.headers(token), timeout=self.timeout
-                )
-            except requests.RequestException as exc:
-                raise ApiError(f"no answer from {self.url} ({type(exc).__name__}: {exc})") from None
-            if token_refused(response) and not refreshed:
-                refreshed, new = True, self.token.refresh(token)
-                if new is not None:  # the key rotated: once more with the new one
-                    token = new
-                    continue
-            if response.status_code not in ok:
-                message = server_message(response)
-                if token_refused(response):
-                    message += f" (the management token was refused: check --token-file or ${TOKEN_ENV})"
-                raise ApiError(message, response.status_code)
-            try:
-                return response.json()
-            except ValueError:
-                return response.text
-
-    # -- queries ----------------------------------------------------------------------------
-
-    def model_names(self) -> list[str]:
-        names, page = [], None
-        while True:
-            body = self.call("GET", "/models", limit=100, next_page_token=page)
-            names += [m["modelName"] for m in body.get("models", [])]
-            page = body.get("nextPageToken")
-            if not page:
-                return names
-
-    def describe(self, model: str, version: str | None = None, customized: bool = False) -> dict:
-        path = f"/models/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
-        return self.call("GET", path, customized="true" if customized else None)[0]
-
-    def versions(self, model: str) -> list[dict]:
-        return self.call("GET", f"/models/{quote(model, safe='')}/all")
-
-    def wait(self, ready, what: str, timeout: float) -> dict:
-        """Poll until ``ready()`` returns a description (not None); `ApiError` on timeout."""
-        deadline, last = time.monotonic() + timeout, "no answer yet"
-        while True:
-            try:
-                found, last = ready()
-                if found is not None:
-                    return found
-            except ApiError as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise ApiError(
-                    f"{what}: not ready after {timeout:g} s (last seen: {last}); the server's model_log.log "
-                    "says why a worker does not start"
-                )
-            time.sleep(POLL_S)
-
-
-def split_model(value: str) -> tuple[str, str | None]:
-    name, _, version = value.partition("/")
-    if not name:
-        raise UsageError(f"expected MODEL or MODEL/VERSION, got {value!r}")
-    return name, version or None
-
-
-def worker_summary(description: dict) -> str:
-    statuses = [w.get("status", "?") for w in description.get("workers", [])]
-    return f"{statuses.count('READY')}/{len(statuses)} READY" + (
-        f" ({', '.join(sorted(set(statuses) - {'READY'}))})" if set(statuses) - {"READY"} else ""
-    )
-
-
-def all_ready(description: dict, low: int, high: int | None = None) -> bool:
-    """Every worker READY and their count within [low, high]."""
-    workers = description.get("workers", [])
-    count = len(workers)
-    return all(w.get("status") == "READY" for w in workers) and low <= count <= (count if high is None else high)
 
 
 # -- subcommands ----------------------------------------------------------------------------------
@@ -170,17 +69,9 @@ def archive_url(archive: str) -> str:
     return Path(archive).resolve().as_uri()
 
 
-def cmd_register(api: Management, args) -> int:
+def cmd_register(api: TorchServeApi, args) -> int:
     url = archive_url(args.archive)
-    api.call(
-        "POST",
-        "/models",
-        ok=(200, 202),
-        url=url,
-        synchronous="false",
-        initial_workers=args.workers,
-        model_name=args.name,
-    )
+    api.register(url, initial_workers=args.workers, model_name=args.name)
     count = "the archive's minWorkers" if args.workers is None else f"{args.workers}"
     print(f"registering {url} with {count} worker(s) (asynchronous)", file=sys.stderr)
     candidates = {url, url.rsplit("/", 1)[-1]}
@@ -201,8 +92,7 @@ def cmd_register(api: Management, args) -> int:
 
     if args.workers is not None:
         entry = api.wait(registered(lambda _: True), url, args.timeout)
-        path = f"/models/{quote(entry['modelName'], safe='')}/{quote(entry['modelVersion'], safe='')}"
-        api.call("PUT", path, ok=(200, 202), min_worker=args.workers, max_worker=args.workers, synchronous="false")
+        api.scale(entry["modelName"], entry["modelVersion"], args.workers, args.workers, synchronous=False)
     if not args.wait:
         return 0
     wanted = (
@@ -215,20 +105,11 @@ def cmd_register(api: Management, args) -> int:
     return 0
 
 
-def cmd_scale(api: Management, args) -> int:
+def cmd_scale(api: TorchServeApi, args) -> int:
     name, version = split_model(args.model)
     if args.max is not None and args.max < args.min:
         raise UsageError("--max must be >= --min")
-    path = f"/models/{quote(name, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
-    body = api.call(
-        "PUT",
-        path,
-        ok=(200, 202),
-        min_worker=args.min,
-        max_worker=args.max,
-        synchronous="true",
-        timeout=int(args.timeout),
-    )
+    body = api.scale(name, version, args.min, args.max, synchronous=True, timeout=int(args.timeout))
     print(body.get("status", body) if isinstance(body, dict) else body, file=sys.stderr)
 
     def ready():
@@ -244,14 +125,13 @@ def cmd_scale(api: Management, args) -> int:
     return 0
 
 
-def cmd_set_default(api: Management, args) -> int:
-    body = api.call("PUT", f"/models/{quote(args.model, safe='')}/{quote(args.version, safe='')}/set-default")
+def cmd_set_default(api: TorchServeApi, args) -> int:
+    body = api.set_default(args.model, args.version)
     print(body.get("status", body) if isinstance(body, dict) else body)
     return 0
 
 
-def cmd_unregister(api: Management, args) -> int:
-    model = quote(args.model, safe="")
+def cmd_unregister(api: TorchServeApi, args) -> int:
     if args.all:
         if args.version:
             raise UsageError("give either VERSION or --all")
@@ -261,12 +141,12 @@ def cmd_unregister(api: Management, args) -> int:
     else:
         order = [args.version]
     for version in order:
-        body = api.call("DELETE", f"/models/{model}" + (f"/{quote(version, safe='')}" if version else ""))
+        body = api.unregister(args.model, version)
         print(body.get("status", body) if isinstance(body, dict) else body)
     return 0
 
 
-def descriptions(api: Management) -> list[dict]:
+def descriptions(api: TorchServeApi) -> list[dict]:
     """Every version of every model, described with customized=true, ``default`` marked."""
     out = []
     for name in api.model_names():
@@ -281,7 +161,7 @@ def descriptions(api: Management) -> list[dict]:
     return out
 
 
-def cmd_list(api: Management, args) -> int:
+def cmd_list(api: TorchServeApi, args) -> int:
     described = descriptions(api)
     if args.json:
         print(json.dumps(described, indent=2))
@@ -289,12 +169,7 @@ def cmd_list(api: Management, args) -> int:
     header = ("MODEL", "VERSION", "DEFAULT", "WORKERS", "MIN-MAX", "BATCH", "DELAY", "DEVICE", "ARCHIVE", "SERVED")
     rows = [header]
     for d in described:
-        meta = d.get("customizedMetadata") or {}
-        if isinstance(meta, str):
-            try:
-                meta = json.loads(meta)
-            except ValueError:
-                meta = {}
+        meta = custom_metadata(d)
         served = (
             f"{meta.get('parameter_count', '?')} params, {meta.get('predicted_steps', '?')} steps, "
             f"accepts {'+'.join(meta.get('accepts') or ['?'])}"
@@ -321,7 +196,7 @@ def cmd_list(api: Management, args) -> int:
     return 0
 
 
-def cmd_describe(api: Management, args) -> int:
+def cmd_describe(api: TorchServeApi, args) -> int:
     name, version = split_model(args.model)
     print(json.dumps(api.describe(name, version, customized=True), indent=2))
     return 0
@@ -381,13 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --workers must be >= 1 and --min >= 0", file=sys.stderr)
         return 2
     try:
-        token = Token.resolve(args.token_file, env=TOKEN_ENV, default_file=SERVE_KEY_FILE, kind="management")
-        return args.run(Management(args.url, token), args)
-    except UsageError as exc:
+        token = Token.resolve(args.token_file, env_var=TOKEN_ENV, kind="management")
+        return args.run(TorchServeApi(management_url=args.url, tokens={"management": token}), args)
+    except (UsageError, KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = f" (the management token was refused: check --token-file or ${TOKEN_ENV})" if exc.refused else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
 
 

@@ -1,0 +1,150 @@
+"""Helpers shared by the test modules (the fixtures are in conftest.py): paths, models built and
+registered for one test, answers compared with the in-process forecast or the OpenAPI
+document, a scripted HTTP server standing in for TorchServe, the tools requirements-dev.txt
+installs."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from alm_forecaster.config import ModelConfig
+from alm_ops import archive, serve_config
+from alm_ops.api import ApiError
+from alm_ops.launcher import TorchServe
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ModelConfig()  # the platform's full size: input 128, hidden 256, 3 layers, 7 blocks, 5 steps
+OPENAPI = ROOT / "docs" / "openapi.yaml"
+
+
+def build_archive_cli(checkpoint: Path, name: str, store: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """scripts/build_archive.py run as a command, as an operator would: exit status and stderr."""
+    command = [sys.executable, str(ROOT / "scripts" / "build_archive.py"), str(checkpoint), "--name", name]
+    return subprocess.run([*command, "--export-path", str(store)], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def register_model(
+    torchserve: TorchServe, name: str, checkpoint: Path, config: str, workers: int = 1, timeout: float = 120
+) -> list[dict]:
+    """Build ``name`` from ``checkpoint`` with ``config`` (YAML merged over the defaults) with
+    alm_ops.archive, register it on the session server and wait for READY workers."""
+    yaml_path = torchserve.workdir / f"{name}.yaml"
+    yaml_path.write_text(config)
+    argv = [str(checkpoint), "--name", name, "--config", str(yaml_path), "--export-path", str(torchserve.model_store)]
+    assert archive.main(argv) == 0
+    torchserve.register(f"{name}.mar", initial_workers=workers)
+    return torchserve.wait_ready(name, count=workers, timeout=timeout)
+
+
+def unregister_model(torchserve: TorchServe, name: str) -> None:
+    """Unregister ``name`` whatever its state, and drop its archive."""
+    with contextlib.suppress(ApiError):
+        torchserve.unregister(name)
+    (torchserve.model_store / f"{name}.mar").unlink(missing_ok=True)
+
+
+def max_request_size(torchserve: TorchServe) -> int:
+    return int(serve_config.read_properties(torchserve.workdir / "config.properties")["max_request_size"])
+
+
+def assert_forecast(response: requests.Response, expected: dict, label: str) -> None:
+    """A 200 with exactly ``expected`` (the in-process forecast; prices to 1e-5 relative)."""
+    assert response.status_code == 200, (label, response.status_code, response.text[:500])
+    body = response.json()
+    assert body.keys() == expected.keys(), label
+    assert body["predicted_prices"] == pytest.approx(expected["predicted_prices"], rel=1e-5), label
+    assert {k: v for k, v in body.items() if k != "predicted_prices"} == {
+        k: v for k, v in expected.items() if k != "predicted_prices"
+    }, label
+
+
+@functools.cache
+def openapi_schema():
+    """docs/openapi.yaml as schemathesis reads it (imported here: only a few modules need it)."""
+    import schemathesis
+
+    return schemathesis.openapi.from_path(OPENAPI)
+
+
+def validate(operation: str, response: requests.Response) -> None:
+    """One real response checked against the document (status listed, content type, schema)."""
+    openapi_schema()[operation]["POST"].validate_response(response)
+
+
+class Scripted:
+    """A loopback HTTP server answering each POST with the next (status, body) of ``script``
+    (the last one repeats), recording each request's Authorization header."""
+
+    def __init__(self, script: list[tuple[int, dict]], accept_token: str | None = None, on_refused=None) -> None:
+        self.script, self.accept_token, self.on_refused = list(script), accept_token, on_refused
+        self.seen: list[str | None] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                auth = self.headers.get("Authorization")
+                outer.seen.append(auth)
+                if outer.accept_token and auth != f"Bearer {outer.accept_token}":
+                    if outer.on_refused:
+                        outer.on_refused()
+                    status, body = (
+                        400,
+                        {
+                            "code": 400,
+                            "type": "InvalidKeyException",
+                            "message": "Token Authorization failed. Token either incorrect, expired, "
+                            "or not provided correctly",
+                        },
+                    )
+                else:
+                    status, body = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Scripted]:
+        thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+            thread.join(timeout=5)
+
+
+def pypi_tool(name: str) -> str:
+    """A tool that requirements-dev.txt installs into the virtual environment: never skipped."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        found = shutil.which(name)
+        assert found, f"{name} is missing: run scripts/setup_env.sh --dev (requirements-dev.txt pins it)"
+        return found
+    return str(path)
