@@ -3,15 +3,18 @@
     payload bytes -> Table (table.py) -> Window (contract.py, or the feature pipeline for
     raw OHLCV) -> one batched forward (model.py) -> returns -> prices -> response (response.py)
 
-Each request of a batch succeeds or fails on its own: a bad one becomes an `InputError` in
-its slot, its batch mates still get their forecasts. The TorchServe handler and the offline
-CLI both go through `Forecaster.predict`.
+Each request of a batch succeeds or fails on its own and ends in one `Outcome` (outcome.py):
+a forecast, the refusal of a bad request, or the failure of that request alone; its batch
+mates still get their forecasts. The TorchServe handler and the offline CLI both go through
+`Forecaster.predict`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +27,19 @@ from alm_forecaster.contract import Window, canonical_header, embedding_window, 
 from alm_forecaster.device import select_device
 from alm_forecaster.errors import InputError
 from alm_forecaster.features import FeaturePipeline, looks_like_ohlcv
+from alm_forecaster.outcome import Outcome
 from alm_forecaster.response import forecast_response
 from alm_forecaster.table import decode, read_table
 
-Result = dict | InputError
+log = logging.getLogger(__name__)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads deliberately: the argument, ``ALM_FORECASTER_THREADS``, or
+    the number of cores this process may use. Returns the number set."""
+    count = threads or int(os.environ.get("ALM_FORECASTER_THREADS", "0")) or len(os.sched_getaffinity(0))
+    torch.set_num_threads(count)
+    return count
 
 
 @dataclass
@@ -73,6 +85,46 @@ class Forecaster:
         resolved = device if isinstance(device, torch.device) else select_device(device)
         return cls(load_checkpoint(path), name or Path(path).stem, version, resolved, seq_len)
 
+    def predict_files(self, paths: list[Path], batch_size: int = 64) -> Iterator[tuple[Path, Outcome]]:
+        """(path, outcome) per file, in order, ``batch_size`` files per forward; a file that
+        cannot be read is refused without reaching the model."""
+        for first in range(0, len(paths), batch_size):
+            chunk = paths[first : first + batch_size]
+            outcomes: dict[int, Outcome] = {}
+            payloads: dict[int, bytes] = {}
+            for i, path in enumerate(chunk):
+                try:
+                    payloads[i] = Path(path).read_bytes()
+                except OSError as exc:
+                    refusal = InputError(f"cannot read the file: {exc.strerror or exc}", reason="unreadable")
+                    outcomes[i] = Outcome.from_error(refusal)
+            outcomes.update(zip(payloads, self.predict(list(payloads.values())), strict=True))
+            yield from ((path, outcomes[i]) for i, path in enumerate(chunk))
+
+    def predict(self, payloads: list[bytes | bytearray | str], timings: Timings | None = None) -> list[Outcome]:
+        """One `Outcome` per payload, in order. Nothing a request contains or causes escapes:
+        each payload is parsed on its own and the valid windows share one forward."""
+        timings = timings if timings is not None else Timings()
+        start = time.perf_counter()
+        outcomes: dict[int, Outcome] = {}
+        windows: dict[int, Window] = {}
+        for i, payload in enumerate(payloads):
+            try:
+                windows[i] = self.parse(payload)
+            except Exception as exc:
+                outcomes[i] = Outcome.from_error(exc)
+        parsed = time.perf_counter()
+        returns, failures = self._forward_isolated(windows)
+        outcomes.update(failures)
+        forwarded = time.perf_counter()
+        for i, row in returns.items():
+            outcomes[i] = self._respond(row, windows[i])
+        done = time.perf_counter()
+        timings.parse_ms = (parsed - start) * 1e3
+        timings.forward_ms = (forwarded - parsed) * 1e3
+        timings.response_ms = (done - forwarded) * 1e3
+        return [outcomes[i] for i in range(len(payloads))]
+
     def parse(self, payload: bytes | bytearray | str) -> Window:
         """Request body -> validated window; raises `InputError` naming the problem.
 
@@ -95,36 +147,44 @@ class Forecaster:
             )
         return embedding_window(table, self.input_size, self.seq_len)
 
+    def _forward_isolated(self, windows: dict[int, Window]) -> tuple[dict[int, np.ndarray], dict[int, Outcome]]:
+        """Each window's returns, from one batched forward: ({slot: returns}, {slot: failure}).
+
+        If the batched forward fails (out of memory, a bug a single window triggers), each
+        window is forwarded alone, so only the windows that fail on their own get a failure.
+        """
+        if not windows:
+            return {}, {}
+        try:
+            return dict(zip(windows, self.forward(list(windows.values())), strict=True)), {}
+        except Exception as exc:
+            if len(windows) == 1:
+                return {}, {slot: Outcome.from_error(exc) for slot in windows}
+            log.warning(
+                "batched forward failed (%s: %s); retrying its %d windows one by one",
+                type(exc).__name__,
+                exc,
+                len(windows),
+            )
+        returns, failures = {}, {}
+        for slot, window in windows.items():
+            try:
+                returns[slot] = self.forward([window])[0]
+            except Exception as exc:
+                failures[slot] = Outcome.from_error(exc)
+        return returns, failures
+
     def forward(self, windows: list[Window]) -> np.ndarray:
         """Windows -> predicted returns (len(windows), K), in one batched forward."""
         batch = torch.from_numpy(np.stack([w.embeddings for w in windows])).to(self.device)
         with torch.inference_mode():
             return self.model(batch).float().cpu().numpy()
 
-    def predict(self, payloads: list[bytes | bytearray | str], timings: Timings | None = None) -> list[Result]:
-        """One result per payload, in order: a response dict or the `InputError` for it."""
-        timings = timings if timings is not None else Timings()
-        start = time.perf_counter()
-        results: list[Result | Window] = []
-        for payload in payloads:
-            try:
-                results.append(self.parse(payload))
-            except InputError as exc:
-                results.append(exc)
-        parsed = time.perf_counter()
-        good = [i for i, r in enumerate(results) if isinstance(r, Window)]
-        returns = self.forward([results[i] for i in good]) if good else np.empty((0, 0))
-        forwarded = time.perf_counter()
-        for row, i in enumerate(good):
-            try:
-                results[i] = forecast_response(returns[row], results[i].current_price, self.name, self.version)
-            except InputError as exc:
-                results[i] = exc
-        done = time.perf_counter()
-        timings.parse_ms = (parsed - start) * 1e3
-        timings.forward_ms = (forwarded - parsed) * 1e3
-        timings.response_ms = (done - forwarded) * 1e3
-        return results
+    def _respond(self, returns: np.ndarray, window: Window) -> Outcome:
+        try:
+            return Outcome.forecast(forecast_response(returns, window.current_price, self.name, self.version))
+        except Exception as exc:
+            return Outcome.from_error(exc)
 
     def describe(self) -> dict:
         """What an operator needs to know about the served model (TorchServe's describe)."""
@@ -146,11 +206,3 @@ class Forecaster:
             "accepts": ["embeddings", "ohlcv"] if self.pipeline else ["embeddings"],
             "metadata": self.loaded.metadata,
         }
-
-
-def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads deliberately: the argument, ``ALM_FORECASTER_THREADS``, or
-    the number of cores this process may use. Returns the number set."""
-    count = threads or int(os.environ.get("ALM_FORECASTER_THREADS", "0")) or len(os.sched_getaffinity(0))
-    torch.set_num_threads(count)
-    return count

@@ -2,24 +2,31 @@
 
 Everything that knows about CSVs, windows, the model and prices lives in the core package
 (`alm_forecaster`, which never imports TorchServe and travels inside the .mar). This file only
-translates between TorchServe's batch of requests and `Forecaster.predict`:
+translates between TorchServe's batch of requests and `Forecaster.predict`, in the order
+TorchServe calls it:
 
-* each request's CSV is taken from the multipart field ``data`` or ``file``, or from the raw
-  body (``Content-Type: text/csv`` or ``application/octet-stream``), as bytes or str;
-* all valid requests of the batch go through ONE ``Forecaster.predict`` call (one forward);
-* every request gets its own status: 200 with the forecast, 400/422 with
-  ``{"error": "<message>", "code": <status>}`` for bad input, 500 for an unexpected failure of
-  that request alone. Nothing raised for one request escapes ``handle``: a bad request never
-  fails its batch mates, and never kills or restarts the worker.
+* ``initialize`` (once per worker): load the archive's checkpoint into a `Forecaster`;
+* ``handle`` (once per batch): take each request's CSV from the multipart field ``data`` or
+  ``file``, or from the raw body (``Content-Type: text/csv`` or ``application/octet-stream``),
+  as bytes or str; send all of them through ONE ``Forecaster.predict`` call (one forward);
+  answer each request with its own `Outcome`: 200 with the forecast, 400/422 with
+  ``{"error": "<message>", "code": <status>}`` for bad input, 500 (or 507 when out of memory)
+  for an unexpected failure of that request alone. Nothing raised for one request escapes
+  ``handle``: a bad request never fails its batch mates, and never kills or restarts the worker.
+
+TorchServe takes as the handler the one class *defined* in this module (its model loader
+keeps the classes whose ``__module__`` is this module; imported ones such as `Outcome` do not
+count), and it would take a module-level function named ``handle`` instead of the class: so
+this module defines one class and no ``handle`` function.
 
 Metrics (declared in the repository's metrics_config.yaml, which config.properties names; only
 declared metrics reach TorchServe's Prometheus endpoint), labelled ModelName, ModelVersion and
 Level="Model":
 
-* ``ForecastsServed`` (counter): one per request answered 200 with a forecast;
-* ``RequestsRejected`` (counter, ``Reason``): one per refused request, by its `InputError`
-  reason (missing_columns, too_few_rows, bad_value, encoding, no_payload, ...), ``internal``
-  for an unexpected failure (500) and ``out_of_memory`` for 507;
+* ``ForecastsServed`` (counter): one per request answered with a forecast;
+* ``RequestsRejected`` (counter, ``Reason``): one per request without a forecast, by its
+  outcome's reason (missing_columns, too_few_rows, bad_value, encoding, no_payload, ...,
+  ``internal`` for an unexpected failure, ``out_of_memory``);
 * ``ParseTime``, ``ForwardTime``, ``ResponseTime`` (gauges, ms): the stages of the last batch.
 
 Archive YAML keys read here (``handler:`` section, all optional)::
@@ -37,6 +44,7 @@ import logging
 import os
 import time
 from collections import Counter
+from http import HTTPStatus
 from pathlib import Path
 
 import torch
@@ -49,6 +57,7 @@ from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.device import select_device
 from alm_forecaster.errors import MALFORMED, CheckpointError, InputError
 from alm_forecaster.forecaster import Forecaster, Timings, configure_threads
+from alm_forecaster.outcome import INTERNAL, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -61,110 +70,15 @@ HOW_TO_SEND = (
     "--data-binary @prices.csv)"
 )
 
-_PHRASES = {
-    200: "OK",
-    400: "Bad Request",
-    422: "Unprocessable Entity",
-    500: "Internal Server Error",
-    507: "Insufficient Storage",
-}
-
-
-def failure(message: str, status: int = 500) -> tuple[int, dict]:
-    """An unexpected failure confined to one request: (status, JSON body).
-
-    A plain tuple, not an exception class: TorchServe refuses a handler module that defines
-    more than one class.
-    """
-    return status, {"error": message, "code": status}
-
-
-def extract_payload(request: object) -> bytes | bytearray | str:
-    """One request of TorchServe's batch -> the CSV it carries; `InputError` (400) if none."""
-    if isinstance(request, (bytes, bytearray, str)):
-        return request
-    if not isinstance(request, dict):
-        raise InputError(
-            f"Unreadable request ({type(request).__name__}); {HOW_TO_SEND}.", status=MALFORMED, reason="no_payload"
-        )
-    for key in PAYLOAD_KEYS:
-        if key not in request:
-            continue
-        value = request[key]
-        if isinstance(value, (bytes, bytearray, str)):
-            return value
-        if isinstance(value, (dict, list)):
-            raise InputError(
-                f"The request body is JSON; this endpoint expects a CSV file: {HOW_TO_SEND}.",
-                status=MALFORMED,
-                reason="json_body",
-            )
-        raise InputError(
-            f"The request field {key!r} holds {type(value).__name__}, not a CSV file; {HOW_TO_SEND}.",
-            status=MALFORMED,
-            reason="no_payload",
-        )
-    seen = ", ".join(repr(str(k)) for k in request) if request else "none"
-    raise InputError(
-        f"No CSV found in the request (form fields received: {seen}); {HOW_TO_SEND}. A body sent without a "
-        "Content-Type is form-decoded by the server and lost.",
-        status=MALFORMED,
-        reason="no_payload",
-    )
-
-
-def handler_settings(model_yaml_config: dict | None) -> dict:
-    """The ``handler:`` section of the archive YAML, validated, with defaults filled in."""
-    section = (model_yaml_config or {}).get("handler") or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"archive config 'handler' must be a mapping, got {section!r}")
-    settings = {
-        "threads": section.get("threads"),
-        "seq_len": section.get("seq_len"),
-        "device": section.get("device") or "auto",
-    }
-    for key in ("threads", "seq_len"):
-        value = settings[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise ValueError(f"archive config 'handler.{key}' must be a positive integer, got {value!r}")
-    return settings
-
-
-def outcomes(results: list) -> tuple[int, Counter]:
-    """Per-request results -> (forecasts served, refusals by reason) for the metrics."""
-    served, rejected = 0, Counter()
-    for result in results:
-        if isinstance(result, dict):
-            served += 1
-        elif isinstance(result, InputError):
-            rejected[result.reason] += 1
-        elif isinstance(result, tuple) and result[0] == 507:
-            rejected["out_of_memory"] += 1
-        else:
-            rejected["internal"] += 1
-    return served, rejected
-
-
-def choose_device(preference: str, gpu_id: object) -> torch.device:
-    """The device TorchServe gave this worker: its GPU with CUDA, else MPS, else CPU.
-
-    With CUDA present but no ``gpu_id`` (``deviceType: cpu`` or no GPU given to TorchServe),
-    the worker stays on the CPU, as TorchServe intended.
-    """
-    if str(preference).lower() != "auto":
-        return select_device(str(preference))
-    if torch.cuda.is_available():
-        return select_device(None, int(gpu_id)) if gpu_id is not None else torch.device("cpu")
-    return select_device(None)
-
 
 class XLSTMHandler(BaseHandler):
-    """BaseHandler subclass serving one `Forecaster` per worker."""
+    """One `Forecaster` per worker: TorchServe calls `initialize` once, then `handle` per batch."""
 
     def __init__(self) -> None:
         super().__init__()
         self.forecaster: Forecaster | None = None
         self.settings: dict = {}
+        self.serving: dict = {}
 
     def initialize(self, context) -> None:
         """Load the archive's checkpoint; a failure is logged as one line that names it."""
@@ -212,9 +126,8 @@ class XLSTMHandler(BaseHandler):
             loaded.sha256[:12],
         )
 
-    # -- TorchServe entry points ------------------------------------------------------------
-
     def handle(self, data: list, context) -> list:
+        """A batch of requests in, one JSON body per request out, each with its own status."""
         start = time.perf_counter()
         self.context = context
         try:
@@ -222,25 +135,63 @@ class XLSTMHandler(BaseHandler):
                 return [self.describe_handle()]
         except Exception:  # describe must not take the worker down either
             log.exception("describe failed")
-            return [json.dumps({"error": "describe failed; see the model log", "code": 500})]
-        timings = Timings()
-        results = self.forecast(data, timings)
-        outputs = self.respond(results, context)
-        self.record(results, timings)
+            return [json.dumps({"error": "describe failed; see the model log", "code": INTERNAL})]
+        outcomes, timings = self.forecast(data)
+        responses = self.respond(outcomes, context)
+        self.record(outcomes, timings)
         try:
             context.metrics.add_time("HandlerTime", round((time.perf_counter() - start) * 1000, 2), None, "ms")
         except Exception:  # metrics are best effort
             log.debug("could not record HandlerTime", exc_info=True)
-        return outputs
+        return responses
 
-    def record(self, results: list, timings: Timings) -> None:
+    def describe_handle(self) -> dict:
+        """``GET /models/<name>?customized=true`` shows this as ``customizedMetadata``."""
+        return {**self.forecaster.describe(), "serving": self.serving}
+
+    def forecast(self, data: list) -> tuple[list[Outcome], Timings | None]:
+        """One `Outcome` per request, in order, and the stage times of the batch's
+        `Forecaster.predict` (None when it did not run)."""
+        outcomes: dict[int, Outcome] = {}
+        payloads: dict[int, bytes | bytearray | str] = {}
+        for i, request in enumerate(data):
+            try:
+                payloads[i] = extract_payload(request)
+            except Exception as exc:
+                outcomes[i] = Outcome.from_error(exc)
+        timings = Timings() if payloads else None
+        if payloads:
+            try:
+                outcomes.update(zip(payloads, self.forecaster.predict(list(payloads.values()), timings), strict=True))
+            except Exception as exc:  # predict isolates each request's failures; this guards the batch anyway
+                outcomes.update((i, Outcome.from_error(exc)) for i in payloads)
+                timings = None
+        return [outcomes[i] for i in range(len(data))], timings
+
+    def respond(self, outcomes: list[Outcome], context) -> list[str]:
+        """Outcomes -> JSON bodies, with each request's status and content type set."""
+        for idx, outcome in enumerate(outcomes):
+            if not outcome.ok:
+                verdict = "failed" if outcome.status >= INTERNAL else "refused"
+                log.info(
+                    "request %d %s (%d %s): %s", idx, verdict, outcome.status, outcome.reason, outcome.body["error"]
+                )
+            try:
+                context.set_response_status(outcome.status, HTTPStatus(outcome.status).phrase, idx)
+                context.set_response_content_type(idx, "application/json")
+            except Exception:
+                log.warning("could not set the response status of request %d", idx, exc_info=True)
+        return [json.dumps(outcome.body) for outcome in outcomes]
+
+    def record(self, outcomes: list[Outcome], timings: Timings | None) -> None:
         """The batch's domain metrics: counts by outcome, and the stage times if it was predicted."""
-        served, rejected = outcomes(results)
+        served = sum(outcome.ok for outcome in outcomes)
+        rejected = Counter(outcome.reason for outcome in outcomes if not outcome.ok)
         if served:
             self.emit(MetricTypes.COUNTER, "ForecastsServed", served, "Count")
         for reason, count in sorted(rejected.items()):
             self.emit(MetricTypes.COUNTER, "RequestsRejected", count, "Count", Reason=reason)
-        if timings.parse_ms or timings.forward_ms or timings.response_ms:  # Forecaster.predict ran
+        if timings is not None:
             for name, value in (
                 ("ParseTime", timings.parse_ms),
                 ("ForwardTime", timings.forward_ms),
@@ -274,78 +225,66 @@ class XLSTMHandler(BaseHandler):
         except Exception:
             log.debug("could not emit metric %s", name, exc_info=True)
 
-    def describe_handle(self) -> dict:
-        """``GET /models/<name>?customized=true`` shows this as ``customizedMetadata``."""
-        return {**self.forecaster.describe(), "serving": self.serving}
 
-    # -- the three stages, each isolating one request's failure -----------------------------
+def handler_settings(model_yaml_config: dict | None) -> dict:
+    """The ``handler:`` section of the archive YAML, validated, with defaults filled in."""
+    section = (model_yaml_config or {}).get("handler") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"archive config 'handler' must be a mapping, got {section!r}")
+    settings = {
+        "threads": section.get("threads"),
+        "seq_len": section.get("seq_len"),
+        "device": section.get("device") or "auto",
+    }
+    for key in ("threads", "seq_len"):
+        value = settings[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"archive config 'handler.{key}' must be a positive integer, got {value!r}")
+    return settings
 
-    def forecast(self, data: list, timings: Timings | None = None) -> list:
-        """Per request: the response dict, an `InputError`, or a `failure` (status, body);
-        ``timings`` gets the stage times of the batch's `Forecaster.predict`."""
-        results: list = [None] * len(data)
-        payloads, slots = [], []
-        for i, request in enumerate(data):
-            try:
-                payloads.append(extract_payload(request))
-                slots.append(i)
-            except InputError as exc:
-                results[i] = exc
-            except Exception as exc:
-                results[i] = self._internal(exc, i)
-        if payloads:
-            for i, result in zip(slots, self._predict(payloads, slots, timings or Timings()), strict=True):
-                results[i] = result
-        return results
 
-    def _predict(self, payloads: list, slots: list[int], timings: Timings) -> list:
-        try:
-            return self.forecaster.predict(payloads, timings)
-        except Exception as exc:
-            if len(payloads) == 1:
-                return [self._internal(exc, slots[0])]
-            log.warning(
-                "batched predict failed (%s: %s); retrying its %d requests one by one",
-                type(exc).__name__,
-                exc,
-                len(payloads),
-            )
-        results = []
-        for payload, slot in zip(payloads, slots, strict=True):
-            try:
-                results.extend(self.forecaster.predict([payload], timings))
-            except Exception as exc:
-                results.append(self._internal(exc, slot))
-        return results
+def choose_device(preference: str, gpu_id: object) -> torch.device:
+    """The device TorchServe gave this worker: its GPU with CUDA, else MPS, else CPU.
 
-    def respond(self, results: list, context) -> list[str]:
-        """Results -> JSON bodies, with each request's status and content type set."""
-        bodies = []
-        for idx, result in enumerate(results):
-            if isinstance(result, dict):
-                status, body = 200, result
-            elif isinstance(result, InputError):
-                status, body = result.status, result.to_dict()
-                log.info("request %d refused (%d %s): %s", idx, status, result.reason, result.message)
-            elif isinstance(result, tuple):
-                status, body = result
-            else:  # cannot happen; never let it become a batch-wide 503
-                status, body = 500, {"error": "internal error: no result for this request", "code": 500}
-            try:
-                if status != 200:
-                    context.set_response_status(status, _PHRASES.get(status, "Error"), idx)
-                context.set_response_content_type(idx, "application/json")
-            except Exception:
-                log.warning("could not set the response status of request %d", idx, exc_info=True)
-            bodies.append(json.dumps(body))
-        return bodies
+    With CUDA present but no ``gpu_id`` (``deviceType: cpu`` or no GPU given to TorchServe),
+    the worker stays on the CPU, as TorchServe intended.
+    """
+    if str(preference).lower() != "auto":
+        return select_device(str(preference))
+    if torch.cuda.is_available():
+        return select_device(None, int(gpu_id)) if gpu_id is not None else torch.device("cpu")
+    return select_device(None)
 
-    @staticmethod
-    def _internal(exc: BaseException, idx: int) -> tuple[int, dict]:
-        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            log.error("request %d: out of memory: %s", idx, exc)
-            return failure("The server ran out of memory for this request; retry later or send fewer rows.", 507)
-        log.error("request %d failed unexpectedly", idx, exc_info=exc)
-        return failure(
-            f"Internal error while forecasting this request ({type(exc).__name__}: {exc}); it has been logged."
+
+def extract_payload(request: object) -> bytes | bytearray | str:
+    """One request of TorchServe's batch -> the CSV it carries; `InputError` (400) if none."""
+    if isinstance(request, (bytes, bytearray, str)):
+        return request
+    if not isinstance(request, dict):
+        raise InputError(
+            f"Unreadable request ({type(request).__name__}); {HOW_TO_SEND}.", status=MALFORMED, reason="no_payload"
         )
+    for key in PAYLOAD_KEYS:
+        if key not in request:
+            continue
+        value = request[key]
+        if isinstance(value, (bytes, bytearray, str)):
+            return value
+        if isinstance(value, (dict, list)):
+            raise InputError(
+                f"The request body is JSON; this endpoint expects a CSV file: {HOW_TO_SEND}.",
+                status=MALFORMED,
+                reason="json_body",
+            )
+        raise InputError(
+            f"The request field {key!r} holds {type(value).__name__}, not a CSV file; {HOW_TO_SEND}.",
+            status=MALFORMED,
+            reason="no_payload",
+        )
+    seen = ", ".join(repr(str(k)) for k in request) if request else "none"
+    raise InputError(
+        f"No CSV found in the request (form fields received: {seen}); {HOW_TO_SEND}. A body sent without a "
+        "Content-Type is form-decoded by the server and lost.",
+        status=MALFORMED,
+        reason="no_payload",
+    )

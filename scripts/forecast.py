@@ -14,10 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from alm_forecaster.errors import CheckpointError, InputError  # noqa: E402
-from alm_forecaster.forecaster import Forecaster, configure_threads  # noqa: E402
+from alm_forecaster.errors import CheckpointError
+from alm_forecaster.forecaster import Forecaster, configure_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,23 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     failed = 0
-    for start in range(0, len(args.files), args.batch_size):
-        chunk = args.files[start : start + args.batch_size]
-        payloads: list[bytes] = []
-        for path in chunk:
-            try:
-                payloads.append(path.read_bytes())
-            except OSError as exc:
-                payloads.append(InputError(f"cannot read the file: {exc.strerror or exc}", reason="unreadable"))
-        readable = [p for p in payloads if not isinstance(p, InputError)]
-        results = iter(forecaster.predict(readable))
-        for path, payload in zip(chunk, payloads, strict=True):
-            result = payload if isinstance(payload, InputError) else next(results)
-            if isinstance(result, InputError):
-                failed += 1
-                print(f"{path}: {result.message}", file=sys.stderr)
-            else:
-                print(json.dumps(result), flush=True)
+    for path, outcome in forecaster.predict_files(args.files, args.batch_size):
+        if outcome.ok:
+            print(json.dumps(outcome.body), flush=True)
+        else:
+            failed += 1
+            print(f"{path}: {outcome.body['error']}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(args.files)} files failed", file=sys.stderr)
     return 1 if failed else 0

@@ -299,7 +299,7 @@ def test_ohlcv_and_embedding_requests_give_the_same_forecast(checkpoint_path, fr
     for date, row, price in zip(tail.index[-SEQ_LEN:], window.embeddings, tail["Close"].iloc[-SEQ_LEN:], strict=True):
         buffer.write(",".join([str(date.date())] + [f"{v:.9g}" for v in row] + [repr(float(price))]) + "\n")
     raw, embedded = forecaster.predict([csv_bytes(tail), buffer.getvalue().encode()])
-    assert isinstance(raw, dict), raw
+    assert raw.ok, raw
     assert raw == embedded
 
 
@@ -310,7 +310,8 @@ def test_a_checkpoint_without_pipeline_refuses_ohlcv(tmp_path, frame):
     path = tmp_path / "plain.pt"
     torch.save(seed_checkpoint(ModelConfig(input_size=16, hidden_size=8, num_layers=1, num_blocks=1), 0), path)
     [result] = Forecaster.from_checkpoint(path, device="cpu").predict([csv_bytes(frame.iloc[-100:])])
-    assert isinstance(result, InputError) and "no feature pipeline" in result.message
+    assert (result.status, result.reason) == (422, "ohlcv_unsupported")
+    assert "no feature pipeline" in result.body["error"]
 
 
 def test_committed_examples_give_the_same_forecast_with_the_default_model():
@@ -328,9 +329,9 @@ def test_committed_examples_give_the_same_forecast_with_the_default_model():
         pytest.skip("default model or examples not present")
     forecaster = Forecaster.from_checkpoint(model, device="cpu")
     raw, embedded = forecaster.predict([prices.read_bytes(), embeddings.read_bytes()])
-    assert isinstance(raw, dict), raw
+    assert raw.ok, raw
     assert raw == embedded
-    assert raw["current_price"] == float(prices.read_text().splitlines()[-1].split(",")[4])
+    assert raw.body["current_price"] == float(prices.read_text().splitlines()[-1].split(",")[4])
 
 
 def test_prices_that_overflow_a_feature_are_a_422_naming_the_day():
@@ -343,5 +344,5 @@ def test_prices_that_overflow_a_feature_are_a_422_naming_the_day():
     lines[95] = ",".join(cells)
     with np.errstate(all="ignore"):
         (result,) = forecaster.predict(["\n".join(lines).encode()])
-    assert isinstance(result, InputError) and (result.status, result.reason) == (422, "bad_value")
-    assert result.message.startswith("Row 95 (line 96): the prices up to this day give non-finite features")
+    assert (result.status, result.reason) == (422, "bad_value")
+    assert result.body["error"].startswith("Row 95 (line 96): the prices up to this day give non-finite features")

@@ -13,6 +13,7 @@ import torch
 
 from alm_forecaster.errors import InputError
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.outcome import Outcome
 from alm_forecaster.response import forecast_response
 from tests.data import TINY, embeddings_csv, write_checkpoint
 
@@ -31,7 +32,9 @@ def forecaster(checkpoint) -> Forecaster:
 
 def test_response_is_prices_from_returns(forecaster):
     data = embeddings_csv(rows=30, input_size=TINY.input_size, seed=1)
-    (result,) = forecaster.predict([data])
+    (outcome,) = forecaster.predict([data])
+    assert (outcome.status, outcome.reason, outcome.ok) == (200, None, True)
+    result = outcome.body
     window = forecaster.parse(data)
     with torch.inference_mode():
         returns = forecaster.model(torch.from_numpy(window.embeddings)[None])[0].double().numpy()
@@ -49,17 +52,59 @@ def test_bad_requests_fail_alone_and_batch_mates_match_single_forecasts(forecast
         payloads.insert(index, bad)
     results = forecaster.predict(payloads)
     assert len(results) == len(payloads)
-    assert isinstance(results[1], InputError) and results[1].status == 400
-    assert isinstance(results[4], InputError) and results[4].message.endswith("Need at least 20, got 12")
-    served = [r for r in results if not isinstance(r, InputError)]
+    assert (results[1].status, results[1].reason) == (400, "empty")
+    assert (results[4].status, results[4].reason) == (422, "too_few_rows")
+    assert results[4].body == {"error": "Not enough data points. Need at least 20, got 12", "code": 422}
+    served = [r for r in results if r.ok]
+    assert [r.status for r in served] == [200] * len(goods)
     for good, result in zip(goods, served, strict=True):
         (alone,) = forecaster.predict([good])
-        np.testing.assert_allclose(result["predicted_prices"], alone["predicted_prices"], rtol=1e-6)
+        np.testing.assert_allclose(result.body["predicted_prices"], alone.body["predicted_prices"], rtol=1e-6)
 
 
 def test_all_bad_batch(forecaster):
     results = forecaster.predict([b"x", b"{}"])
-    assert [type(r) for r in results] == [InputError, InputError]
+    assert [(r.status, r.reason) for r in results] == [(422, "missing_columns"), (400, "not_csv")]
+    assert all(r.body == {"error": r.body["error"], "code": r.status} for r in results)
+
+
+def test_a_batch_whose_forward_fails_is_retried_window_by_window(forecaster, monkeypatch):
+    payloads = [embeddings_csv(rows=20, input_size=TINY.input_size, seed=seed) for seed in (1, 2, 3)]
+    alone = [forecaster.predict([payload])[0] for payload in payloads]
+    poison = forecaster.parse(payloads[1]).current_price
+    forward = forecaster.forward
+
+    def fragile(windows):
+        if len(windows) > 1:
+            raise MemoryError()
+        if windows[0].current_price == poison:
+            raise RuntimeError("boom")
+        return forward(windows)
+
+    monkeypatch.setattr(forecaster, "forward", fragile)
+    outcomes = forecaster.predict(payloads)
+    assert [(o.status, o.reason) for o in outcomes] == [(200, None), (500, "internal"), (200, None)]
+    assert "(RuntimeError: boom); it has been logged." in outcomes[1].body["error"]
+    assert outcomes[1].body["code"] == 500
+    for outcome, single in zip([outcomes[0], outcomes[2]], [alone[0], alone[2]], strict=True):
+        np.testing.assert_allclose(outcome.body["predicted_prices"], single.body["predicted_prices"], rtol=1e-6)
+
+
+def test_outcome_of_each_kind_of_error():
+    refused = Outcome.from_error(InputError("too short", reason="too_few_rows"))
+    assert refused == Outcome(422, {"error": "too short", "code": 422}, "too_few_rows") and not refused.ok
+    for exc in (MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")):
+        full = Outcome.from_error(exc)
+        assert (full.status, full.reason, full.body["code"]) == (507, "out_of_memory", 507)
+        assert full.body["error"].startswith("The server ran out of memory for this request")
+    internal = Outcome.from_error(KeyError("x"))
+    assert internal == Outcome(
+        500,
+        {"error": "Internal error while forecasting this request (KeyError: 'x'); it has been logged.", "code": 500},
+        "internal",
+    )
+    assert Outcome.forecast({"predicted_prices": [1.0]}) == Outcome(200, {"predicted_prices": [1.0]}, None)
+    assert Outcome.forecast({}).ok
 
 
 def test_non_finite_output_is_refused():
@@ -85,7 +130,7 @@ def test_horizon_disagreement_is_in_describe(tmp_path):
         "config says output_size=1 but the head predicts 5 steps; serving 5"
     ]
     (result,) = fc.predict([embeddings_csv(input_size=TINY.input_size)])
-    assert result["prediction_horizon"] == 5
+    assert result.body["prediction_horizon"] == 5
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -103,7 +148,7 @@ def test_cli_prints_one_response_per_file_in_order(tmp_path, checkpoint, forecas
     proc = run_cli("--checkpoint", str(checkpoint), "--name", "tiny", "--version", "2.1", *map(str, files))
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    expected = forecaster.predict([f.read_bytes() for f in files])
+    expected = [outcome.body for outcome in forecaster.predict([f.read_bytes() for f in files])]
     assert lines == json.loads(json.dumps(expected))
 
 

@@ -102,7 +102,7 @@ def test_batch_is_one_forward_with_per_request_status(handler, model_dir):
     offline = Forecaster(handler.forecaster.loaded, "tiny", "3.1", torch.device("cpu"))
     for i, seed in zip([0, 1, 2, 3, 5], [1, 2, 3, 4, 6], strict=True):
         assert bodies[i]["predicted_prices"] == pytest.approx(
-            offline.predict([csv(seed)])[0]["predicted_prices"], rel=1e-6
+            offline.predict([csv(seed)])[0].body["predicted_prices"], rel=1e-6
         )
         assert bodies[i]["model"] == "tiny" and bodies[i]["model_version"] == "3.1"
     assert bodies[4]["code"] == 400 and "JSON" in bodies[4]["error"] and "-F data=@" in bodies[4]["error"]

@@ -409,8 +409,8 @@ def test_hostile_input(served, offline, case):
 
     responses = burst(served, [kwargs for _, kwargs in bad] + [TRANSPORTS["multipart-data"](g) for g in goods])
 
-    expected = offline.predict([body])[0] if case.status == 200 else None
-    clean = offline.predict([case.same_as()])[0] if case.same_as is not None else None
+    expected = offline.predict([body])[0].body if case.status == 200 else None
+    clean = offline.predict([case.same_as()])[0].body if case.same_as is not None else None
     for (name, _kwargs), response in zip(bad, responses, strict=False):
         label = f"{case.id} via {name}"
         if expected is not None:
@@ -424,7 +424,7 @@ def test_hostile_input(served, offline, case):
         fragment = case.fragment(body) if callable(case.fragment) else case.fragment
         assert error["code"] == case.status and fragment in error["error"], (label, error)
     for good, response in zip(goods, responses[len(bad) :], strict=True):
-        assert_forecast(response, offline.predict([good])[0], f"good batch mate of {case.id}")
+        assert_forecast(response, offline.predict([good])[0].body, f"good batch mate of {case.id}")
     assert [w["pid"] for w in served.workers(MODEL)] == pids, f"worker restarted after {case.id}"
 
 
@@ -450,7 +450,7 @@ def test_body_above_max_request_size_is_refused_by_torchserve(served, offline):
         # TorchServe 0.12 answers this one with an empty body (no JSON error object).
         assert response.status_code == 413, (response.status_code, response.text[:300])
         assert response.content == b"", response.content[:300]
-    assert_forecast(responses[2], offline.predict([good])[0], "good batch mate of the 413s")
+    assert_forecast(responses[2], offline.predict([good])[0].body, "good batch mate of the 413s")
     assert [w["pid"] for w in served.workers(MODEL)] == pids
 
 
@@ -466,7 +466,7 @@ def test_bad_requests_really_share_a_batch_with_good_ones(served, offline):
     responses = burst(served, calls, delays=[0.0] * len(goods) + [0.03])  # within maxBatchDelay (200 ms)
     assert responses[-1].status_code == 422 and marker in responses[-1].json()["error"]
     for good, response in zip(goods, responses, strict=False):
-        assert_forecast(response, offline.predict([good])[0], "batch mate")
+        assert_forecast(response, offline.predict([good])[0].body, "batch mate")
     with open(log, "rb") as handle:
         handle.seek(start)
         new = handle.read().decode(errors="replace")

@@ -55,7 +55,7 @@ def test_every_transport_gives_the_offline_forecast(torchserve, offline):
     the in-process Forecaster's answer for the full-size default model."""
     torchserve.ensure_model("seed_untrained")
     csv = embeddings_csv(rows=30, input_size=SEED.input_size, seed=3)
-    expected = offline("seed_untrained").predict([csv])[0]
+    expected = offline("seed_untrained").predict([csv])[0].body
     variants = {
         "multipart data (bytes)": dict(files={"data": ("prices.csv", csv)}),
         "multipart data (text/csv -> str)": dict(files={"data": ("prices.csv", csv, "text/csv")}),
@@ -133,7 +133,7 @@ def test_concurrent_batch_with_two_bad_requests(torchserve, offline):
     assert results[13].status_code == 422, results[13].text
     assert results[13].json() == {"error": "Not enough data points. Need at least 20, got 15", "code": 422}
     good = [i for i in range(len(payloads)) if i not in (5, 13)]
-    expected = offline("tiny").predict([payloads[i] for i in good])
+    expected = [outcome.body for outcome in offline("tiny").predict([payloads[i] for i in good])]
     for i, want in zip(good, expected, strict=True):
         assert results[i].status_code == 200, (i, results[i].text)
         assert_same_forecast(results[i].json(), want)
@@ -209,7 +209,7 @@ def test_async_registration_versions_and_unregister(torchserve, tmp_path, offlin
     assert versions == {"1.0", "2.0"}
 
     csv = embeddings_csv(rows=20, input_size=TINY.input_size, seed=5)
-    expected_v2 = Forecaster.from_checkpoint(v2, name="tiny", version="2.0", device="cpu").predict([csv])[0]
+    expected_v2 = Forecaster.from_checkpoint(v2, name="tiny", version="2.0", device="cpu").predict([csv])[0].body
     assert torchserve.predict("tiny", data=csv, headers={"Content-Type": "text/csv"}).json()["model_version"] == "1.0"
     try:
         assert torchserve.manage("PUT", "/models/tiny/2.0/set-default").status_code == 200
@@ -220,7 +220,7 @@ def test_async_registration_versions_and_unregister(torchserve, tmp_path, offlin
     finally:
         assert torchserve.manage("PUT", "/models/tiny/1.0/set-default").status_code == 200
     served_v1 = torchserve.predict("tiny", "1.0", data=csv, headers={"Content-Type": "text/csv"}).json()
-    assert_same_forecast(served_v1, offline("tiny").predict([csv])[0])
+    assert_same_forecast(served_v1, offline("tiny").predict([csv])[0].body)
     assert torchserve.manage("DELETE", "/models/tiny/2.0").status_code == 200
     assert torchserve.manage("GET", "/models/tiny/2.0").status_code == 404
     assert [m["modelVersion"] for m in torchserve.manage("GET", "/models/tiny/all").json()] == ["1.0"]

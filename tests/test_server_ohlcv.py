@@ -31,7 +31,7 @@ def served(torchserve: TorchServe):
 
 def test_ohlcv_upload_gives_the_offline_forecast_and_matches_embeddings(served):
     offline = Forecaster.from_checkpoint(CHECKPOINT, name=MODEL, device="cpu")
-    expected = offline.predict([OHLCV.read_bytes()])[0]
+    expected = offline.predict([OHLCV.read_bytes()])[0].body
     response = served.predict(MODEL, files={"data": ("sp500_tail.csv", OHLCV.read_bytes())})
     assert response.status_code == 200, response.text
     body = response.json()

@@ -136,7 +136,8 @@ def test_the_checkpoint_is_seed_format_with_metadata_and_serves_prices(small, tm
     assert len(meta["metrics"]["test"]["rmse"]) == 3
     forecaster = Forecaster(loaded, "tiny", device=torch.device("cpu"))
     frame = datasets.frame("sp500").iloc[1400:1500]
-    [response] = forecaster.predict([frame.to_csv(date_format="%Y-%m-%d").encode()])
+    [outcome] = forecaster.predict([frame.to_csv(date_format="%Y-%m-%d").encode()])
+    response = outcome.body
     assert response["current_price"] == float(frame["Close"].iloc[-1]) and len(response["predicted_prices"]) == 3
 
 
