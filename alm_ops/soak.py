@@ -375,9 +375,9 @@ def soak(server: Server, args) -> dict:
         version = str(described.get("modelVersion", "1.0"))
         offline = Forecaster.from_checkpoint(checkpoint, name=args.model, version=version, device="cpu")
         for payload, answer in zip(good, offline.predict([p.body for p in good]), strict=True):
-            if not isinstance(answer, dict):
-                raise SystemExit(f"good payload {payload.name} is refused in-process: {answer}")
-            payload.expected = answer
+            if not answer.ok:
+                raise SystemExit(f"good payload {payload.name} is refused in-process: {answer.body['error']}")
+            payload.expected = answer.body
         print(f"{len(good)} good payloads checked against {checkpoint.name} in-process; {len(bad)} bad ones")
     else:
         print(f"no checkpoint {checkpoint}: good answers are checked for status only")
