@@ -44,8 +44,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from alm_forecaster.config import ModelConfig  # noqa: E402
+from alm_forecaster.testing.synthetic import TINY, write_checkpoint  # noqa: E402
 from scripts import build_archive, serve_config  # noqa: E402
-from tests.data import TINY, write_checkpoint  # noqa: E402
 
 TORCHSERVE = str(Path(sys.executable).with_name("torchserve"))
 #: Seconds allowed from launch to every worker READY (a few seconds normally; CI shares 2 cores).

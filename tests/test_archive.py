@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
+from alm_forecaster.testing.synthetic import TINY, write_checkpoint
 from scripts import build_archive, serve_config
 from tests.conftest import ROOT, build_archive_cli
-from tests.data import TINY, write_checkpoint
 
 
 class NotAllowedInCheckpoints:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from scripts import client
 from tests.conftest import ROOT, TorchServeClient, free_ports
-from tests.data import TINY, embeddings_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -29,10 +29,10 @@ import requests
 import torch
 
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, seed_checkpoint, write_checkpoint
 from scripts import build_archive
-from scripts.make_seed_checkpoint import seed_checkpoint
 from tests.conftest import TorchServeClient, build_archive_cli
-from tests.data import TINY, CreatesFileWhenUnpickled, embeddings_csv, write_checkpoint
+from tests.helpers import CreatesFileWhenUnpickled
 from tests.test_hostile_inputs import assert_forecast, register, unregister
 from tests.test_openapi import validate
 

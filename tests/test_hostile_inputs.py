@@ -32,9 +32,9 @@ import pytest
 import requests
 
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from scripts import build_archive, serve_config
 from tests.conftest import TorchServeClient
-from tests.data import TINY, embeddings_csv
 
 MODEL = "hostile"
 ROWS = 24  # data rows of the base file; the model reads the last 20 (rows 5..24, lines 6..25)

@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 from scripts import build_archive, models
 from tests.conftest import ROOT, TorchServeClient
-from tests.data import TINY, embeddings_csv, write_checkpoint
 from tests.test_client import Scripted
 
 

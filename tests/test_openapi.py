@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from tests.conftest import ROOT, TorchServeClient
-from tests.data import TINY, embeddings_csv
 from tests.test_hostile_inputs import max_request_size
 
 DOCUMENT = ROOT / "docs" / "openapi.yaml"

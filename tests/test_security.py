@@ -14,9 +14,9 @@ import psutil
 import pytest
 import requests
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from scripts import serve_config
 from tests.conftest import ROOT, TorchServeClient
-from tests.data import TINY, embeddings_csv
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 

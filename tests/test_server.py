@@ -16,9 +16,9 @@ import requests
 import yaml
 
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 from scripts import build_archive
 from tests.conftest import ROOT, SEED, TorchServeClient
-from tests.data import TINY, embeddings_csv, write_checkpoint
 
 TOKEN_REFUSED = "Token Authorization failed"
 
