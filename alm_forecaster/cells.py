@@ -1,5 +1,18 @@
 """Cell math of the xLSTM recurrences, separate from the layer plumbing in `model.py`.
 
+Per step, with gates = x @ weight_ih.T + bias + h @ weight_hh.T (zero initial state):
+
+    sLSTM  i, f, g, o = gates (4 chunks);  i = exp(clamp(i, -10, 10));  f = exp(clamp(f, -10, 10))
+           c' = f * c + i * tanh(g);  h' = sigmoid(o) * tanh(c')
+    mLSTM  i, f, o = gates (3 chunks);  i = exp(clamp(i, -15, 8));  f = exp(clamp(f, -15, 8))
+           q = x @ W_q.T / sqrt(H);  k = x @ W_k.T / sqrt(H);  v = x @ W_v.T
+           C' = f[:, None] * C + i[:, None] * (v[:, None] * k[None, :])     (one sample's H x H)
+           C' = C' / (1 + max|C'| / 10)                 (max over that sample's matrix only)
+           h' = sigmoid(o) * (q @ C')                   (h'[j] = sum_r q[r] C'[r, j])
+
+These are the equations the platform's checkpoints were trained with, so they are a contract:
+a different clamp or normalisation gives other forecasts from the same weights.
+
 The forward is restructured for inference: every input-side projection of a whole sequence
 is one matrix multiply done by the caller, so only the recurrent part (``h @ W_hh.T`` and the
 gates) runs in the time loop. The functions here take those precomputed input gates.

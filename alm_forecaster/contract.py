@@ -1,4 +1,4 @@
-"""The seed's data contract: a table -> the validated model window and current price.
+"""The platform's data contract: a table -> the validated model window and current price.
 
 Columns ``emb_0`` .. ``emb_{input_size-1}`` and ``last_price``, oldest row first, extra
 columns ignored. The last ``seq_len`` rows are the window; every value in it that the model
@@ -113,7 +113,8 @@ def fast_embedding_window(text: str, header: str, seq_len: int) -> Window | None
 
 
 def require_rows(table: Table, needed: int, why: str = "") -> None:
-    """The seed's message, verbatim: 'Not enough data points. Need at least 20, got 15'."""
+    """The original service's message, verbatim (clients match on it): 'Not enough data points.
+    Need at least 20, got 15'."""
     if len(table.rows) < needed:
         raise InputError(
             f"Not enough data points. Need at least {needed}, got {len(table.rows)}{why}", reason="too_few_rows"
@@ -160,7 +161,8 @@ def _first_bad_cell(table: Table, columns: list[int], start: int) -> InputError:
 
 def _cell_problem(cell: str) -> str | None:
     # Judge the raw cell exactly as numeric_block's fast path does: str.strip() also removes a
-    # no-break space or '\x1c'..'\x1f' that float() or the ASCII screen refuse (was a 500).
+    # no-break space or '\x1c'..'\x1f' that float() or the ASCII screen refuse, so a cell that
+    # only looks empty after strip() must still be reported, or the scan would find nothing.
     text = cell.strip()
     shown = cell.strip(" \t")
     if not text:

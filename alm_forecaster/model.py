@@ -1,14 +1,25 @@
-"""The xLSTM forecaster network, with the module tree and parameter names of the platform's
-checkpoints (see shared/notes/xlstm-checkpoint-format.md), so they load with ``strict=True``.
+"""The xLSTM forecaster network. Its module tree and parameter names are exactly those of the
+checkpoints the platform trained, which is what lets their ``model_state_dict`` load with
+``strict=True``; renaming a module or reordering the gate rows breaks every one of them.
+H = hidden_size, L = num_layers, N = num_blocks, K = predicted steps:
 
     x (B, T, input_size)
-    -> input_projection: Linear -> LayerNorm -> GELU                      (B, T, H)
-    -> N blocks, sLSTM at even index, mLSTM at odd index; each:
-         seq = stack of L cells over time (cell l+1 reads cell l's h)
-         y   = proj(LayerNorm(GELU(seq))) + y
-    -> output_head on the last step: Linear -> GELU -> Dropout -> Linear  (B, K)
+    -> input_projection: .0 Linear(input_size, H) -> .1 LayerNorm(H) -> GELU   (B, T, H)
+    -> blocks.0 .. blocks.N-1, sLSTM at even index, mLSTM at odd index; each:
+         seq = blocks.b.lstm.layers.0 .. L-1 run over time from zero state
+               (cell l+1 reads cell l's h at the same step)
+         y   = blocks.b.proj(blocks.b.norm(GELU(seq))) + y
+    -> output_head on the last step: .0 Linear(H, H) -> GELU -> .2 Dropout -> .3 Linear(H, K)
 
-K is the number of predicted steps (simple returns against the window's last price).
+Cell parameters (``blocks.b.lstm.layers.l.``), gates stacked in this order in the rows:
+    sLSTM  weight_ih (4H, in), weight_hh (4H, H), bias (4H): gates i, f, g, o
+    mLSTM  weight_ih (3H, in), weight_hh (3H, H), bias (3H): gates i, f, o;
+           W_q.weight, W_k.weight, W_v.weight (H, in), no biases
+The cell equations are in `cells.py`. The checkpoints store neither the window length nor the
+block pattern: the kind of a block follows from its index. K is the number of rows of
+``output_head.3.weight``, whatever the checkpoint's config says; the outputs are simple
+returns against the window's last price.
+
 The forward runs layer by layer over time: each cell's input projections for all steps are
 one matrix multiply, only the recurrence is in the time loop (`cells.py`).
 """

@@ -2,8 +2,8 @@
 
 Only the structure is checked here (encoding, delimiter, quoting, rectangular rows, unique
 header); what the columns must contain is the data contract's job (`contract.py`). The csv
-module is used rather than pandas: it is ~20x faster on a 20-row request and every error can
-name its line.
+module is used rather than pandas: on a request-sized file its fixed cost is far smaller, and
+every error can name its line.
 """
 
 from __future__ import annotations

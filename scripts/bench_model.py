@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alm_forecaster import native  # noqa: E402
 from alm_forecaster.config import ModelConfig  # noqa: E402
 from alm_forecaster.model import XLSTMForecaster  # noqa: E402
-from tests.oracle import oracle_forward  # noqa: E402
+from alm_forecaster.testing.oracle import oracle_forward  # noqa: E402
 
 
 @contextmanager

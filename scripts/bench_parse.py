@@ -36,8 +36,7 @@ from alm_forecaster.contract import PRICE_COLUMN, Window, embedding_columns  # n
 from alm_forecaster.errors import InputError  # noqa: E402
 from alm_forecaster.forecaster import Forecaster  # noqa: E402
 from alm_forecaster.table import decode  # noqa: E402
-from scripts.make_seed_checkpoint import seed_checkpoint  # noqa: E402
-from tests.data import embeddings_csv  # noqa: E402
+from alm_forecaster.testing.synthetic import embeddings_csv, seed_checkpoint  # noqa: E402
 
 #: The contract limit for one request's parse + validate.
 LIMIT_MS = 1.0

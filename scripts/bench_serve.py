@@ -64,9 +64,9 @@ from alm_forecaster import native  # noqa: E402
 from alm_forecaster.checkpoint import load_checkpoint  # noqa: E402
 from alm_forecaster.config import ModelConfig  # noqa: E402
 from alm_forecaster.forecaster import Forecaster  # noqa: E402
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint  # noqa: E402
 from scripts import bench_model, bench_parse, build_archive  # noqa: E402
 from tests.conftest import TorchServeClient, start_torchserve  # noqa: E402
-from tests.data import TINY, embeddings_csv, write_checkpoint  # noqa: E402
 
 SEED_CHECKPOINT = ROOT / "models" / "seed_untrained.pt"
 DEFAULT_MODEL = "sp500_xlstm"

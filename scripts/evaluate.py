@@ -16,11 +16,9 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from alm_forecaster import datasets  # noqa: E402
-from alm_forecaster.errors import CheckpointError  # noqa: E402
-from alm_forecaster.evaluation import evaluate, verdict, write_report  # noqa: E402
+from alm_forecaster.errors import CheckpointError
+from alm_forecaster.train import datasets
+from alm_forecaster.train.evaluation import evaluate, verdict, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

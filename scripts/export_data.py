@@ -18,28 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from alm_forecaster import datasets, ohlcv  # noqa: E402
-from alm_forecaster.checkpoint import load_checkpoint  # noqa: E402
-from alm_forecaster.contract import embedding_columns  # noqa: E402
-from alm_forecaster.features import FeaturePipeline  # noqa: E402
-
-
-def embeddings_csv(frame, checkpoint: Path) -> str:  # noqa: ANN001 - pandas.DataFrame
-    loaded = load_checkpoint(checkpoint)
-    if not loaded.feature_pipeline:
-        raise ValueError(f"{checkpoint} has no feature pipeline")
-    pipeline = FeaturePipeline.from_state(loaded.feature_pipeline)
-    bars = ohlcv.from_frame(frame)
-    embeddings = pipeline.embed(bars).astype(np.float32)
-    lines = [",".join(["date", *embedding_columns(pipeline.output_size), "last_price"])]
-    for day, row, price in zip(bars.dates, embeddings, bars.raw_close, strict=True):
-        if np.isfinite(row).all():
-            lines.append(",".join([str(day), *(f"{v:.9g}" for v in row), repr(float(price))]))
-    return "\n".join(lines) + "\n"
+from alm_forecaster.train import datasets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = frame.iloc[-args.tail :]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.embeddings:
-        args.output.write_text(embeddings_csv(frame, args.embeddings))
+        args.output.write_text(datasets.export_embeddings(frame, args.embeddings))
     else:
         frame.to_csv(args.output, date_format="%Y-%m-%d")
     print(f"wrote {args.output}", file=sys.stderr)

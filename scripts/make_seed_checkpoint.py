@@ -2,7 +2,7 @@
 
 Random weights, so its forecasts mean nothing: it exists to exercise loading, serving and
 benchmarks at the platform's full size (input 128, hidden 256, 3 layers, 7 blocks), and it
-says so in its config (``"untrained": true``) and metadata.
+says so in its config (``"untrained": true``).
 
     python scripts/make_seed_checkpoint.py models/seed_untrained.pt [--seed 0] [--hidden-size 256] ...
 """
@@ -10,38 +10,10 @@ says so in its config (``"untrained": true``) and metadata.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from alm_forecaster.config import ModelConfig  # noqa: E402
-from alm_forecaster.model import XLSTMForecaster  # noqa: E402
-
-
-def seed_checkpoint(config: ModelConfig, seed: int, declared_output_size: int | None = None) -> dict:
-    """A seed-format checkpoint dict: ``model_state_dict`` + ``config`` (plain values only).
-
-    ``declared_output_size`` reproduces the platform's known inconsistency (``output_size: 1``
-    with ``prediction_horizon: 5``) when given.
-    """
-    torch.manual_seed(seed)
-    model = XLSTMForecaster(config)
-    return {
-        "model_state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "config": {
-            "input_size": config.input_size,
-            "hidden_size": config.hidden_size,
-            "num_layers": config.num_layers,
-            "num_blocks": config.num_blocks,
-            "output_size": config.output_size if declared_output_size is None else declared_output_size,
-            "dropout": config.dropout,
-            "prediction_horizon": config.output_size,
-            "untrained": True,
-        },
-    }
+from alm_forecaster.config import ModelConfig
+from alm_forecaster.testing.synthetic import write_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         output_size=args.horizon,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(seed_checkpoint(config, args.seed, args.declared_output_size), args.output)
+    write_checkpoint(args.output, config, args.seed, declared_output_size=args.declared_output_size)
     print(f"wrote UNTRAINED seed-format checkpoint {args.output}")
     return 0
 

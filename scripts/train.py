@@ -25,11 +25,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from alm_forecaster import datasets  # noqa: E402
-from alm_forecaster.checkpoint import load_checkpoint  # noqa: E402
-from alm_forecaster.training import TrainConfig, train  # noqa: E402
+from alm_forecaster.checkpoint import load_checkpoint
+from alm_forecaster.train import datasets
+from alm_forecaster.train.training import TrainConfig, train
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

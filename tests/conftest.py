@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from alm_forecaster.testing.synthetic import TINY, write_checkpoint
 from alm_ops import archive
 from alm_ops.launcher import TorchServe, start_torchserve
-from tests.data import TINY, write_checkpoint
 from tests.helpers import SEED
 
 #: The session server's models: how to write each checkpoint. ``tiny`` is loaded at start;

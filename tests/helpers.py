@@ -148,3 +148,14 @@ def pypi_tool(name: str) -> str:
         assert found, f"{name} is missing: run scripts/setup_env.sh --dev (requirements-dev.txt pins it)"
         return found
     return str(path)
+
+
+class CreatesFileWhenUnpickled:
+    """A pickled payload whose unpickling calls ``open(marker, "w")``: the marker existing
+    proves that it ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))

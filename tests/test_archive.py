@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
+from alm_forecaster.testing.synthetic import TINY, write_checkpoint
 from alm_ops import archive, serve_config
-from tests.data import TINY, write_checkpoint
 from tests.helpers import ROOT, build_archive_cli
 
 

@@ -12,8 +12,8 @@ import torch
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.config import ModelConfig
 from alm_forecaster.errors import CheckpointError
-from scripts.make_seed_checkpoint import seed_checkpoint
-from tests.data import TINY, CreatesFileWhenUnpickled
+from alm_forecaster.testing.synthetic import TINY, seed_checkpoint
+from tests.helpers import CreatesFileWhenUnpickled
 
 
 def refused(tmp_path: Path, payload: object) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from alm_ops import bulk
 from alm_ops.launcher import TorchServe, free_ports
-from tests.data import TINY, embeddings_csv
 from tests.helpers import ROOT, Scripted
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from alm_forecaster import datasets
-from alm_forecaster import metrics as scoring
-from alm_forecaster.evaluation import evaluate, verdict, write_report
-from alm_forecaster.training import TrainConfig, train
+from alm_forecaster.train import datasets, scoring
+from alm_forecaster.train.evaluation import evaluate, verdict, write_report
+from alm_forecaster.train.training import TrainConfig, train
 
 
 def test_horizon_metrics_by_hand():

@@ -29,11 +29,17 @@ import requests
 import torch
 
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, seed_checkpoint, write_checkpoint
 from alm_ops import archive
 from alm_ops.launcher import TorchServe
-from scripts.make_seed_checkpoint import seed_checkpoint
-from tests.data import TINY, CreatesFileWhenUnpickled, embeddings_csv, write_checkpoint
-from tests.helpers import assert_forecast, build_archive_cli, register_model, unregister_model, validate
+from tests.helpers import (
+    CreatesFileWhenUnpickled,
+    assert_forecast,
+    build_archive_cli,
+    register_model,
+    unregister_model,
+    validate,
+)
 
 #: A worker must be back within this (measured ~4-6 s on an idle 2-core machine).
 RECOVERY_LIMIT_S = 60

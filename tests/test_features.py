@@ -11,13 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alm_forecaster import datasets, ohlcv
+from alm_forecaster import ohlcv
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.contract import embedding_columns
 from alm_forecaster.errors import CheckpointError, InputError
 from alm_forecaster.features import FEATURE_NAMES, LOOKBACK, FeaturePipeline, looks_like_ohlcv, technical_features
 from alm_forecaster.forecaster import Forecaster
 from alm_forecaster.table import read_table
+from alm_forecaster.train import datasets
 
 SEQ_LEN = 20
 
@@ -255,7 +256,7 @@ def _timed(fn) -> float:
 @pytest.fixture(scope="module")
 def checkpoint_path(tmp_path_factory, pipeline):
     from alm_forecaster.config import ModelConfig
-    from scripts.make_seed_checkpoint import seed_checkpoint
+    from alm_forecaster.testing.synthetic import seed_checkpoint
 
     config = ModelConfig(input_size=16, hidden_size=8, num_layers=1, num_blocks=2, output_size=3)
     payload = seed_checkpoint(config, seed=0)
@@ -305,7 +306,7 @@ def test_ohlcv_and_embedding_requests_give_the_same_forecast(checkpoint_path, fr
 
 def test_a_checkpoint_without_pipeline_refuses_ohlcv(tmp_path, frame):
     from alm_forecaster.config import ModelConfig
-    from scripts.make_seed_checkpoint import seed_checkpoint
+    from alm_forecaster.testing.synthetic import seed_checkpoint
 
     path = tmp_path / "plain.pt"
     torch.save(seed_checkpoint(ModelConfig(input_size=16, hidden_size=8, num_layers=1, num_blocks=1), 0), path)

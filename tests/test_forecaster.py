@@ -15,7 +15,7 @@ from alm_forecaster.errors import InputError
 from alm_forecaster.forecaster import Forecaster
 from alm_forecaster.outcome import Outcome
 from alm_forecaster.response import forecast_response
-from tests.data import TINY, embeddings_csv, write_checkpoint
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

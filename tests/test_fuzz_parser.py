@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from alm_forecaster.contract import Window, canonical_header, embedding_window, fast_embedding_window
 from alm_forecaster.errors import InputError
 from alm_forecaster.table import decode, read_table
-from tests.data import embeddings_csv
+from alm_forecaster.testing.synthetic import embeddings_csv
 
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ from ts.context import Context, RequestProcessor
 
 from alm_forecaster.errors import CheckpointError, InputError
 from alm_forecaster.forecaster import Forecaster
-from tests.data import TINY, embeddings_csv, write_checkpoint
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

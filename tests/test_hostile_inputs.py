@@ -31,8 +31,8 @@ import pytest
 import requests
 
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from alm_ops.launcher import TorchServe
-from tests.data import TINY, embeddings_csv
 from tests.helpers import assert_forecast, max_request_size, register_model, unregister_model
 
 MODEL = "hostile"

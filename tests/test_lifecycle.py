@@ -9,9 +9,9 @@ import json
 import pytest
 import yaml
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 from alm_ops import archive, lifecycle
 from alm_ops.launcher import TorchServe
-from tests.data import TINY, embeddings_csv, write_checkpoint
 from tests.helpers import ROOT, Scripted
 
 

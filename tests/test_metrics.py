@@ -16,9 +16,9 @@ import yaml
 from ts.context import RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 from alm_ops import serve_config
 from alm_ops.launcher import TorchServe
-from tests.data import TINY, embeddings_csv, write_checkpoint
 from tests.test_handler import load_handler_module, make_context
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import torch
 from alm_forecaster import native
 from alm_forecaster.config import ModelConfig
 from alm_forecaster.model import XLSTMForecaster
-from tests.oracle import oracle_forward
+from alm_forecaster.testing.oracle import oracle_forward
 
 SHAPES = [
     ModelConfig(input_size=8, hidden_size=16, num_layers=1, num_blocks=1, output_size=1),

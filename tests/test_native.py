@@ -15,7 +15,7 @@ import torch
 from alm_forecaster import cells, native
 from alm_forecaster.config import ModelConfig
 from alm_forecaster.model import XLSTMForecaster
-from tests.oracle import oracle_forward
+from alm_forecaster.testing.oracle import oracle_forward
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -249,6 +249,14 @@ def test_library_state():
     assert native.is_loaded()
     assert native.library_path().is_file()
     assert native.library_path().parent.name == "_build"
+
+
+def test_build_while_loaded_compiles_in_a_child_process():
+    """A loaded library cannot be registered again in its process: `build` runs
+    ``python -m alm_forecaster.native`` instead, and this process keeps the version it has."""
+    assert native.build() == native.library_path()
+    assert native.library_path().is_file()
+    assert native.is_loaded() and native.load_error() is None
 
 
 def test_wrong_dtype_is_a_clear_error():

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from alm_ops.launcher import TorchServe
-from tests.data import TINY, embeddings_csv
 from tests.helpers import OPENAPI, max_request_size, openapi_schema, validate
 
 MODEL, VERSION = "tiny", "1.0"

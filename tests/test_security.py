@@ -14,9 +14,9 @@ import psutil
 import pytest
 import requests
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from alm_ops import serve_config
 from alm_ops.launcher import TorchServe
-from tests.data import TINY, embeddings_csv
 from tests.helpers import ROOT
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}

@@ -16,9 +16,9 @@ import requests
 import yaml
 
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 from alm_ops import archive
 from alm_ops.launcher import TorchServe
-from tests.data import TINY, embeddings_csv, write_checkpoint
 from tests.helpers import ROOT, SEED
 
 TOKEN_REFUSED = "Token Authorization failed"

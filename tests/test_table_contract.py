@@ -8,7 +8,7 @@ import pytest
 from alm_forecaster.contract import embedding_window
 from alm_forecaster.errors import InputError
 from alm_forecaster.table import read_table
-from tests.data import embeddings_csv
+from alm_forecaster.testing.synthetic import embeddings_csv
 
 SIZE = 8
 

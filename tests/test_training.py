@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from alm_forecaster import datasets, ohlcv
+from alm_forecaster import ohlcv
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.features import LOOKBACK
 from alm_forecaster.forecaster import Forecaster
-from alm_forecaster.training import (
+from alm_forecaster.train import datasets
+from alm_forecaster.train.training import (
     TrainConfig,
     _fold_target_scale,
     chronological_split,

@@ -4,11 +4,13 @@ The operators ``torch.ops.alm_forecaster.slstm_sequence`` and ``mlstm_sequence``
 exactly what ``alm_forecaster.cells._slstm_sequence_torch`` / ``_mlstm_sequence_torch`` do,
 for float32 CPU tensors, without per-op overhead and with the mLSTM memory kept in cache.
 
-The shared library is built ahead of time (``python scripts/build_native.py``, run by the
-setup script and CI) into ``alm_forecaster/native/_build/``. Importing this module only
-*loads* an existing build; it never compiles (compiling takes tens of seconds and this is
-imported inside server workers). When the library is missing or fails to load, one warning
-is logged and `supports` is False: callers fall back to the PyTorch versions.
+The shared library is built ahead of time (``python -m alm_forecaster.native``, which
+``scripts/build_native.py``, the set-up script and CI run) into ``alm_forecaster/native/_build/``.
+Importing this module only *loads* an existing build; it never compiles (compiling is slow and
+this module is imported inside server workers). When the library fails to load, the import logs
+one warning; when it is missing, the first forward that could have used it does (not the
+import: the build command and the archive tools import this module without forecasting).
+Either way `supports` is False and callers fall back to the PyTorch versions.
 
 ``ALM_FORECASTER_NATIVE=0`` in the environment turns the kernel off (checked on every call,
 and the library is then not loaded at import either).
@@ -42,12 +44,8 @@ EXTRA_LDFLAGS = ("-fopenmp",)
 
 _loaded = False
 _load_error: str | None = None
-
-
-def library_path() -> Path:
-    """Where the built shared library is (whether or not it exists yet)."""
-    suffix = ".pyd" if sys.platform == "win32" else ".so"
-    return BUILD_DIR / f"{LIBRARY_NAME}{suffix}"
+#: The library found missing at import, until a forward has reported it.
+_missing: Path | None = None
 
 
 def is_loaded() -> bool:
@@ -60,10 +58,6 @@ def load_error() -> str | None:
     return _load_error
 
 
-def _enabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").strip() != "0"
-
-
 def supports(x: torch.Tensor) -> bool:
     """Whether the compiled kernel can run this input.
 
@@ -71,15 +65,30 @@ def supports(x: torch.Tensor) -> bool:
     environment variable ``ALM_FORECASTER_NATIVE`` is not "0", and no gradient is being
     recorded through ``x`` (the kernel has no backward; training uses the PyTorch path).
     """
-    return (
-        _loaded
-        and isinstance(x, torch.Tensor)
+    if not (
+        isinstance(x, torch.Tensor)
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and x.layout == torch.strided
         and not (x.requires_grad and torch.is_grad_enabled())
-        and _enabled()
-    )
+    ):
+        return False
+    if not _loaded:
+        _report_missing()
+        return False
+    return _enabled()
+
+
+def _report_missing() -> None:
+    """One warning per process, at the first input the kernel would have run."""
+    global _missing
+    if _missing is not None:
+        logger.warning(
+            "alm_forecaster native kernel not built (%s missing; run python -m alm_forecaster.native); "
+            "using the PyTorch recurrences",
+            _missing,
+        )
+        _missing = None
 
 
 def slstm_sequence(x_gates: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
@@ -98,6 +107,45 @@ def mlstm_sequence(
     return torch.ops.alm_forecaster.mlstm_sequence(x_gates, q, k, v, weight_hh)
 
 
+def _load_at_import() -> None:
+    global _load_error, _missing
+    if not _enabled():
+        _load_error = f"disabled by {ENV_SWITCH}=0"
+        return
+    path = library_path()
+    if not path.is_file():
+        _load_error = f"{path} not built"
+        _missing = path
+        return
+    if _load(path):
+        newest_source = max(src.stat().st_mtime for src in SOURCES if src.is_file())
+        if path.stat().st_mtime < newest_source:
+            logger.warning("alm_forecaster native kernel %s is older than its source; rebuild it", path)
+
+
+def _enabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "1").strip() != "0"
+
+
+def library_path() -> Path:
+    """Where the built shared library is (whether or not it exists yet)."""
+    suffix = ".pyd" if sys.platform == "win32" else ".so"
+    return BUILD_DIR / f"{LIBRARY_NAME}{suffix}"
+
+
+def _load(path: Path) -> bool:
+    global _loaded, _load_error
+    try:
+        torch.ops.load_library(str(path))
+    except (OSError, RuntimeError) as exc:
+        _load_error = f"{path}: {exc}"
+        logger.warning("alm_forecaster native kernel failed to load (%s); using the PyTorch recurrences", _load_error)
+        return False
+    _loaded, _load_error = True, None
+    _register_fake()
+    return True
+
+
 def _register_fake() -> None:
     """Shape functions, so the operators also trace under torch.compile / torch.export."""
 
@@ -114,37 +162,45 @@ def _register_fake() -> None:
         logger.debug("could not register fake kernels for alm_forecaster ops: %s", exc)
 
 
-def _load(path: Path) -> bool:
+def build(verbose: bool = False) -> Path:
+    """Compile the library into ``_build/`` (a no-op when it is up to date).
+
+    Loads it into this process if no version of it is loaded yet. When one already is (a
+    library cannot be registered twice in one process), the compilation runs in a child
+    process and the new build takes effect in the next process. Raises RuntimeError on failure.
+    """
     global _loaded, _load_error
+    if _loaded:
+        _compile_in_child(verbose)
+        return library_path()
     try:
-        torch.ops.load_library(str(path))
-    except (OSError, RuntimeError) as exc:
-        _load_error = f"{path}: {exc}"
-        logger.warning("alm_forecaster native kernel failed to load (%s); using the PyTorch recurrences", _load_error)
-        return False
+        path = _compile(verbose)
+    except Exception as exc:
+        raise RuntimeError(f"building the alm_forecaster native kernel failed: {exc}") from exc
     _loaded, _load_error = True, None
     _register_fake()
-    return True
+    return path
 
 
-def _load_at_import() -> None:
-    global _load_error
-    if not _enabled():
-        _load_error = f"disabled by {ENV_SWITCH}=0"
-        return
-    path = library_path()
-    if not path.is_file():
-        _load_error = f"{path} not built"
-        logger.warning(
-            "alm_forecaster native kernel not built (%s missing; run scripts/build_native.py); "
-            "using the PyTorch recurrences",
-            path,
-        )
-        return
-    if _load(path):
-        newest_source = max(src.stat().st_mtime for src in SOURCES if src.is_file())
-        if path.stat().st_mtime < newest_source:
-            logger.warning("alm_forecaster native kernel %s is older than its source; rebuild it", path)
+def _compile_in_child(verbose: bool) -> None:
+    """``python -m alm_forecaster.native`` (`__main__.py`), which compiles in its own process.
+
+    The child must not load the old build at import, or it could not compile either: the
+    switch is off in its environment. It runs in the directory that holds this copy of the
+    package, which ``-m`` puts first on its import path, so it builds these sources.
+    """
+    env = dict(os.environ, **{ENV_SWITCH: "0"})
+    command = [sys.executable, "-m", __name__] + (["--verbose"] if verbose else [])
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, cwd=_HERE.parent.parent, capture_output=not verbose, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr or "")[-4000:] if not verbose else "see the output above"
+        raise RuntimeError(f"building the alm_forecaster native kernel failed:\n{detail}")
+    logger.info(
+        "rebuilt %s in %.1f s; this process keeps the version it had loaded",
+        library_path(),
+        time.perf_counter() - started,
+    )
 
 
 def _compile(verbose: bool) -> Path:
@@ -167,45 +223,6 @@ def _compile(verbose: bool) -> Path:
         verbose=verbose,
     )
     return Path(result) if isinstance(result, (str, os.PathLike)) else library_path()
-
-
-def build(verbose: bool = False) -> Path:
-    """Compile the library into ``_build/`` (tens of seconds; a no-op when up to date).
-
-    Loads it into this process if no version of it is loaded yet. When one already is (a
-    library cannot be re-registered in the same process), the compilation runs in a child
-    process and the new build takes effect in the next process. Raises RuntimeError on failure.
-    """
-    global _loaded, _load_error
-    if not _loaded:
-        try:
-            path = _compile(verbose)
-        except Exception as exc:
-            raise RuntimeError(f"building the alm_forecaster native kernel failed: {exc}") from exc
-        _loaded, _load_error = True, None
-        _register_fake()
-        return path
-    root = str(_HERE.parent.parent)
-    env = dict(os.environ, **{ENV_SWITCH: "0"})  # the child must not load the old build at import
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    code = "import sys; from alm_forecaster import native; native._compile(verbose=sys.argv[1] == '1')"
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, "1" if verbose else "0"],
-        env=env,
-        cwd=root,
-        capture_output=not verbose,
-        text=True,
-    )
-    if proc.returncode != 0:
-        detail = (proc.stderr or "")[-4000:] if not verbose else "see the output above"
-        raise RuntimeError(f"building the alm_forecaster native kernel failed:\n{detail}")
-    logger.info(
-        "rebuilt %s in %.1f s; this process keeps the version it had loaded",
-        library_path(),
-        time.perf_counter() - started,
-    )
-    return library_path()
 
 
 _load_at_import()

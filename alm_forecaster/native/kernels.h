@@ -478,9 +478,9 @@ void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, 
 }
 
 // Whole mLSTM call; see slstm_forward. Always batch mode: mlstm_run can run cooperatively
-// (gates by unit, memory by column, three barriers per step), but on the 2-vCPU machine this
-// was measured on, batch 1 got 2.4x slower that way (0.72 vs 0.30 ms per layer: the barriers
-// cost more than the halved weight reads save), while the sLSTM (one barrier) gained 1.4x.
+// (gates by unit, memory by column), but that takes three barriers per step, which cost more
+// than the halved weight reads save, even at batch 1; the sLSTM needs one barrier per step,
+// and there cooperative mode pays off for small batches.
 template <class ParallelFor>
 void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp, int64_t qs_b, int64_t qs_t,
                    const float* kp, int64_t ks_b, int64_t ks_t, const float* vp, int64_t vs_b, int64_t vs_t,

@@ -1,5 +1,5 @@
 // Compiled CPU kernel for the two xLSTM recurrences (see alm_forecaster/cells.py for the
-// PyTorch reference versions and shared/notes/forward-speed-facts.md for the design).
+// PyTorch reference versions and their equations; the design notes follow).
 //
 //   alm_forecaster::slstm_sequence(x_gates (B,T,4H), weight_hh (4H,H)) -> (B,T,H)
 //   alm_forecaster::mlstm_sequence(x_gates (B,T,3H), q, k, v (B,T,H), weight_hh (3H,H)) -> (B,T,H)

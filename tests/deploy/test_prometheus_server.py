@@ -28,8 +28,8 @@ import pytest
 import requests
 import yaml
 
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from alm_ops.launcher import TorchServe, free_ports
-from tests.data import TINY, embeddings_csv
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 INSTALL = "apt-get install -y --no-install-recommends prometheus"

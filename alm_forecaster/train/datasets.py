@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from alm_forecaster import ohlcv
-from alm_forecaster.contract import PRICE_COLUMN, numeric_block
+from alm_forecaster.checkpoint import load_checkpoint
+from alm_forecaster.contract import PRICE_COLUMN, embedding_columns, numeric_block
 from alm_forecaster.errors import InputError
-from alm_forecaster.features import looks_like_ohlcv
+from alm_forecaster.features import FeaturePipeline, looks_like_ohlcv
 from alm_forecaster.ohlcv import OHLCV
 from alm_forecaster.table import read_table
 
@@ -48,8 +50,27 @@ class Series:
         return str(self.dates[row]) if self.dates is not None else f"row {row + 1}"
 
 
+def load(data: str) -> Series:
+    """``arch:sp500`` / ``sp500`` (an arch dataset name) or a CSV path."""
+    name = data.removeprefix("arch:")
+    if name in ARCH_OHLCV or name in ARCH_CLOSE_ONLY:
+        if not Path(data).exists():
+            return load_arch(name)
+    return load_csv(data)
+
+
+def load_arch(name: str) -> Series:
+    """``sp500`` / ``nasdaq`` from the installed `arch` package's data files; no network access."""
+    path = arch_file(name)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    bars = ohlcv.from_frame(frame(name))
+    info = {"source": f"arch {importlib.metadata.version('arch')} arch/data/{name}/{path.name}"}
+    return _from_bars(f"arch:{name}", digest, bars, info)
+
+
 def arch_file(name: str) -> Path:
-    """The data file of an arch dataset, found without importing arch (its import takes seconds)."""
+    """The data file of an arch dataset, found without importing arch: only the file is needed,
+    and importing arch loads its whole statistics stack."""
     if name in ARCH_CLOSE_ONLY:
         raise ValueError(f"arch's {name!r} series has close prices only; the feature pipeline needs daily OHLCV bars.")
     if name not in ARCH_OHLCV:
@@ -60,11 +81,9 @@ def arch_file(name: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / "data" / name / f"{name}.csv.gz"
 
 
-def frame(name: str):  # noqa: ANN201 - pandas.DataFrame
+def frame(name: str) -> pd.DataFrame:
     """The arch DataFrame, read as ``arch.data.<name>.load()`` reads it (Date index; Open, High,
     Low, Close, Adj Close, Volume)."""
-    import pandas as pd
-
     data = pd.read_csv(arch_file(name))
     data["Date"] = pd.to_datetime(data["Date"], format="%m/%d/%Y")
     data = data.set_index("Date")
@@ -73,13 +92,16 @@ def frame(name: str):  # noqa: ANN201 - pandas.DataFrame
     return data
 
 
-def load_arch(name: str) -> Series:
-    """``sp500`` / ``nasdaq`` from the installed `arch` package's data files; no network access."""
-    path = arch_file(name)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    bars = ohlcv.from_frame(frame(name))
-    info = {"source": f"arch {importlib.metadata.version('arch')} arch/data/{name}/{path.name}"}
-    return _from_bars(f"arch:{name}", digest, bars, info)
+def _from_bars(name: str, digest: str, bars: OHLCV, info: dict) -> Series:
+    info = {
+        **info,
+        "kind": "ohlcv",
+        "adjusted": bars.adjusted,
+        "rows": len(bars),
+        "first_date": str(bars.dates[0]),
+        "last_date": str(bars.dates[-1]),
+    }
+    return Series(name, digest, bars.close, bars.raw_close, bars.dates, bars=bars, info=info)
 
 
 def load_csv(path: str | Path) -> Series:
@@ -95,46 +117,6 @@ def load_csv(path: str | Path) -> Series:
         return _from_embeddings(str(path), digest, table)
     except InputError as exc:
         raise ValueError(f"{path}: {exc.message}") from None
-
-
-def load(data: str) -> Series:
-    """``arch:sp500`` / ``sp500`` (an arch dataset name) or a CSV path."""
-    name = data.removeprefix("arch:")
-    if name in ARCH_OHLCV or name in ARCH_CLOSE_ONLY:
-        if not Path(data).exists():
-            return load_arch(name)
-    return load_csv(data)
-
-
-def slice_rows(series: Series, start: int, stop: int | None) -> Series:
-    """Rows ``start:stop`` of a series (a small slice for tests, or a shorter history)."""
-    s = slice(start, stop)
-    bars = series.bars.rows(start, stop) if series.bars is not None else None
-    info = {**series.info, "rows_used": [start, stop if stop is not None else len(series)]}
-    if bars is not None:
-        info.update(rows=len(bars), first_date=str(bars.dates[0]), last_date=str(bars.dates[-1]))
-    return Series(
-        series.name,
-        series.sha256,
-        series.prices[s],
-        series.raw_close[s],
-        None if series.dates is None else series.dates[s],
-        bars,
-        None if series.embeddings is None else series.embeddings[s],
-        info,
-    )
-
-
-def _from_bars(name: str, digest: str, bars: OHLCV, info: dict) -> Series:
-    info = {
-        **info,
-        "kind": "ohlcv",
-        "adjusted": bars.adjusted,
-        "rows": len(bars),
-        "first_date": str(bars.dates[0]),
-        "last_date": str(bars.dates[-1]),
-    }
-    return Series(name, digest, bars.close, bars.raw_close, bars.dates, bars=bars, info=info)
 
 
 def _from_embeddings(name: str, digest: str, table) -> Series:  # noqa: ANN001 - Table
@@ -158,3 +140,39 @@ def _from_embeddings(name: str, digest: str, table) -> Series:  # noqa: ANN001 -
         dates = np.array([row[date_column].strip()[:10] for row in table.rows], dtype="datetime64[D]")
     info = {"kind": "embeddings", "rows": len(prices), "input_size": count}
     return Series(name, digest, prices, prices, dates, embeddings=values[:, :-1], info=info)
+
+
+def slice_rows(series: Series, start: int, stop: int | None) -> Series:
+    """Rows ``start:stop`` of a series (a small slice for tests, or a shorter history)."""
+    s = slice(start, stop)
+    bars = series.bars.rows(start, stop) if series.bars is not None else None
+    info = {**series.info, "rows_used": [start, stop if stop is not None else len(series)]}
+    if bars is not None:
+        info.update(rows=len(bars), first_date=str(bars.dates[0]), last_date=str(bars.dates[-1]))
+    return Series(
+        series.name,
+        series.sha256,
+        series.prices[s],
+        series.raw_close[s],
+        None if series.dates is None else series.dates[s],
+        bars,
+        None if series.embeddings is None else series.embeddings[s],
+        info,
+    )
+
+
+def export_embeddings(bars_frame: pd.DataFrame, checkpoint: Path) -> str:
+    """Daily bars -> the ``date, emb_0.., last_price`` CSV that ``checkpoint``'s own feature
+    pipeline makes of them: one row per day with complete features, float32 values written
+    exactly, so the server gives the same forecast for it as for the bars."""
+    loaded = load_checkpoint(checkpoint)
+    if not loaded.feature_pipeline:
+        raise ValueError(f"{checkpoint} has no feature pipeline")
+    pipeline = FeaturePipeline.from_state(loaded.feature_pipeline)
+    bars = ohlcv.from_frame(bars_frame)
+    embeddings = pipeline.embed(bars).astype(np.float32)
+    lines = [",".join(["date", *embedding_columns(pipeline.output_size), PRICE_COLUMN])]
+    for day, row, price in zip(bars.dates, embeddings, bars.raw_close, strict=True):
+        if np.isfinite(row).all():
+            lines.append(",".join([str(day), *(f"{v:.9g}" for v in row), repr(float(price))]))
+    return "\n".join(lines) + "\n"

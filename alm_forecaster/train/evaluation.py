@@ -16,20 +16,20 @@ date) when the data covers it; otherwise the last ``test_fraction`` of the windo
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from alm_forecaster import metrics as scoring
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.contract import Window
-from alm_forecaster.datasets import Series
 from alm_forecaster.features import FEATURE_NAMES, LOOKBACK
 from alm_forecaster.forecaster import Forecaster
-from alm_forecaster.training import Split, chronological_split, return_targets, sample_ends, split_at, windows
+from alm_forecaster.train import scoring
+from alm_forecaster.train.datasets import Series
+from alm_forecaster.train.training import Split, chronological_split, return_targets, sample_ends, split_at, windows
 
 #: The platform's original training default, used when a checkpoint does not record its own.
 SEED_PREDICTION_OFFSET = 2
@@ -207,75 +207,88 @@ def write_report(ev: Evaluation, out_dir: str | Path, stem: str | None = None, c
     return path
 
 
-def verdict(ev: Evaluation) -> list[str]:
-    """Plain statements of how the model compares with persistence, from the numbers only."""
-    model, persist, linear = ev.scores["model"], ev.scores["persistence"], ev.scores["linear"]
-    ratio = model["rmse"] / persist["rmse"]
-    p_values = [row["p"] for row in ev.tests["model_vs_persistence"]]
-    better = [k for k in range(ev.steps) if ratio[k] < 1 and p_values[k] < 0.05]
-    worse = [k for k in range(ev.steps) if ratio[k] > 1 and p_values[k] < 0.05]
-    lines = [
-        f"RMSE relative to persistence ranges from {ratio.min():.4f} to {ratio.max():.4f} across the {ev.steps} "
-        f"steps (below 1 = better than 'price stays at the last close'); MAE relative to persistence from "
-        f"{(model['mae'] / persist['mae']).min():.4f} to {(model['mae'] / persist['mae']).max():.4f}."
-    ]
-    if not better and not worse:
-        lines.append(
-            "None of the differences with persistence is statistically significant at the 5% level (Diebold-Mariano "
-            "test on squared errors, Newey-West variance): on this test span the model is **not distinguishable from "
-            "persistence**."
-        )
-    else:
-        if better:
-            lines.append(
-                f"The model is significantly better than persistence (5% level) at steps {_steps(ev, better)}."
-            )
-        if worse:
-            lines.append(f"The model is significantly worse than persistence (5% level) at steps {_steps(ev, worse)}.")
-    da = model["directional_accuracy"]
-    lines.append(
-        f"Directional accuracy: {da.min():.1f}%-{da.max():.1f}% per step, against {ev.up_share.min():.1f}%-"
-        f"{ev.up_share.max():.1f}% for always predicting 'up' (the share of up moves in the test span) and "
-        f"{linear['directional_accuracy'].min():.1f}%-{linear['directional_accuracy'].max():.1f}% for the linear model."
+def _plots(ev: Evaluation, out: Path, stem: str) -> dict:
+    """Figures are drawn on `Figure` objects, never through pyplot: no GUI backend is chosen and
+    no global figure state is left behind in the calling process."""
+    files = {}
+    x = ev.target_dates
+    actual_1 = ev.current * (1 + ev.actual[:, 0])
+    fig = Figure(figsize=(11, 7.5))
+    axes = fig.subplots(2, 1)
+    ax = axes[0]
+    ax.plot(x, actual_1, color="black", lw=1.0, label="actual close")
+    ax.plot(
+        x,
+        ev.current * (1 + ev.predictions["model"][:, 0]),
+        color="tab:blue",
+        lw=0.8,
+        label=f"model forecast made {ev.offset} day(s) before",
     )
-    up = 100.0 * (ev.predictions["model"] > 0).mean(axis=0)
-    if (up == 100.0).all() or (up == 0.0).all():
-        lines.append(
-            f"The model predicts a {'rise' if up[0] == 100.0 else 'fall'} at every step of every forecast, so its "
-            "directional accuracy is just the share of moves in that direction: it carries no timing information."
+    ax.set_title(f"{ev.name}: test span, actual close vs the model's step-1 forecast of it")
+    ax.set_ylabel("price")
+    ax.legend(loc="best")
+    ax = axes[1]
+    tail = slice(max(len(x) - 60, 0), None)
+    ax.plot(x[tail], actual_1[tail], color="black", lw=1.2, marker=".", label="actual close")
+    for name, color in (("model", "tab:blue"), ("linear", "tab:orange")):
+        ax.plot(
+            x[tail],
+            (ev.current * (1 + ev.predictions[name][:, 0]))[tail],
+            color=color,
+            lw=1.0,
+            label=f"{name} (step 1)",
         )
-    else:
-        lines.append(f"The model predicts a rise in {up.min():.1f}%-{up.max():.1f}% of the forecasts, per step.")
-    lin_ratio = linear["rmse"] / persist["rmse"]
-    drift_ratio = ev.scores["drift"]["rmse"] / persist["rmse"]
-    lines.append(
-        f"RMSE relative to persistence of the baselines: linear {lin_ratio.min():.4f}-{lin_ratio.max():.4f}, "
-        f"drift (the training span's mean return) {drift_ratio.min():.4f}-{drift_ratio.max():.4f}."
+    ax.plot(x[tail], ev.current[tail], color="gray", lw=1.0, ls="--", label="persistence (previous close)")
+    ax.set_title(
+        "last 60 days of the test span, each forecast on the day it forecasts (lines that coincide hide each other)"
     )
-    for other in ("linear", "drift"):
-        rows = ev.tests[f"model_vs_{other}"]
-        worse = [k for k, row in enumerate(rows) if row["p"] < 0.05 and row["t"] > 0]
-        better = [k for k, row in enumerate(rows) if row["p"] < 0.05 and row["t"] < 0]
-        if worse:
-            lines.append(
-                f"The model is significantly worse than the {other} baseline (5% level) at {_steps(ev, worse)}."
-            )
-        if better:
-            lines.append(
-                f"The model is significantly better than the {other} baseline (5% level) at {_steps(ev, better)}."
-            )
-        if not worse and not better:
-            lines.append(f"No significant difference from the {other} baseline at any step (5% level).")
-    if ev.ridge_alpha == max(RIDGE_ALPHAS):
-        lines.append(
-            f"The validation span chose the strongest ridge penalty tried ({ev.ridge_alpha:g}): the linear model is "
-            "shrunk to (almost) the drift, i.e. no linear signal in the features held up out of sample."
-        )
-    return lines
+    ax.legend(loc="best", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    files["Actual vs forecast over the test span"] = _save(fig, out, f"{stem}_forecast.png")
+
+    fig = Figure(figsize=(13, 4))
+    axes = fig.subplots(1, 3)
+    steps = [f"t+{ev.offset + k}" for k in range(ev.steps)]
+    styles = {"model": "tab:blue", "persistence": "gray", "linear": "tab:orange", "drift": "tab:green"}
+    base = ev.scores["persistence"]
+    for name, color in styles.items():
+        axes[0].plot(steps, ev.scores[name]["rmse"] / base["rmse"], marker="o", color=color, label=name)
+        axes[1].plot(steps, ev.scores[name]["mae"] / base["mae"], marker="o", color=color, label=name)
+        if ev.scores[name]["directional_accuracy"] is not None:
+            axes[2].plot(steps, ev.scores[name]["directional_accuracy"], marker="o", color=color, label=name)
+    axes[2].plot(steps, ev.up_share, ls=":", color="black", label="always up")
+    axes[2].axhline(50, color="lightgray", lw=0.8)
+    for ax, title in zip(
+        axes, ("RMSE / persistence RMSE", "MAE / persistence MAE", "directional accuracy %"), strict=True
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("horizon step")
+    axes[0].legend()
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    files["Error by horizon step"] = _save(fig, out, f"{stem}_by_step.png")
+
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    ax.scatter(100 * ev.actual[:, 0], 100 * ev.predictions["model"][:, 0], s=4, alpha=0.5, label="model")
+    ax.scatter(
+        100 * ev.actual[:, 0], 100 * ev.predictions["linear"][:, 0], s=4, alpha=0.5, label="linear", color="tab:orange"
+    )
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set_xlabel(f"actual return to t+{ev.offset} (%)")
+    ax.set_ylabel("predicted return (%)")
+    ax.set_title("predicted vs actual 1-step returns")
+    ax.legend()
+    fig.tight_layout()
+    files["Predicted vs actual returns (step 1)"] = _save(fig, out, f"{stem}_returns.png")
+    return files
 
 
-def _steps(ev: Evaluation, ks: list[int]) -> str:
-    return ", ".join(f"t+{ev.offset + k}" for k in ks)
+def _save(fig: Figure, out: Path, name: str) -> str:
+    fig.savefig(out / name, dpi=90)
+    return name
 
 
 def _markdown(ev: Evaluation, plots: dict, command: str) -> str:
@@ -377,89 +390,72 @@ def _markdown(ev: Evaluation, plots: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def _plots(ev: Evaluation, out: Path, stem: str) -> dict:
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = {}
-    x = ev.target_dates
-    actual_1 = ev.current * (1 + ev.actual[:, 0])
-    fig, axes = plt.subplots(2, 1, figsize=(11, 7.5))
-    ax = axes[0]
-    ax.plot(x, actual_1, color="black", lw=1.0, label="actual close")
-    ax.plot(
-        x,
-        ev.current * (1 + ev.predictions["model"][:, 0]),
-        color="tab:blue",
-        lw=0.8,
-        label=f"model forecast made {ev.offset} day(s) before",
-    )
-    ax.set_title(f"{ev.name}: test span, actual close vs the model's step-1 forecast of it")
-    ax.set_ylabel("price")
-    ax.legend(loc="best")
-    ax = axes[1]
-    tail = slice(max(len(x) - 60, 0), None)
-    ax.plot(x[tail], actual_1[tail], color="black", lw=1.2, marker=".", label="actual close")
-    for name, color in (("model", "tab:blue"), ("linear", "tab:orange")):
-        ax.plot(
-            x[tail],
-            (ev.current * (1 + ev.predictions[name][:, 0]))[tail],
-            color=color,
-            lw=1.0,
-            label=f"{name} (step 1)",
+def verdict(ev: Evaluation) -> list[str]:
+    """Plain statements of how the model compares with persistence, from the numbers only."""
+    model, persist, linear = ev.scores["model"], ev.scores["persistence"], ev.scores["linear"]
+    ratio = model["rmse"] / persist["rmse"]
+    p_values = [row["p"] for row in ev.tests["model_vs_persistence"]]
+    better = [k for k in range(ev.steps) if ratio[k] < 1 and p_values[k] < 0.05]
+    worse = [k for k in range(ev.steps) if ratio[k] > 1 and p_values[k] < 0.05]
+    lines = [
+        f"RMSE relative to persistence ranges from {ratio.min():.4f} to {ratio.max():.4f} across the {ev.steps} "
+        f"steps (below 1 = better than 'price stays at the last close'); MAE relative to persistence from "
+        f"{(model['mae'] / persist['mae']).min():.4f} to {(model['mae'] / persist['mae']).max():.4f}."
+    ]
+    if not better and not worse:
+        lines.append(
+            "None of the differences with persistence is statistically significant at the 5% level (Diebold-Mariano "
+            "test on squared errors, Newey-West variance): on this test span the model is **not distinguishable from "
+            "persistence**."
         )
-    ax.plot(x[tail], ev.current[tail], color="gray", lw=1.0, ls="--", label="persistence (previous close)")
-    ax.set_title(
-        "last 60 days of the test span, each forecast on the day it forecasts (lines that coincide hide each other)"
+    else:
+        if better:
+            lines.append(
+                f"The model is significantly better than persistence (5% level) at steps {_steps(ev, better)}."
+            )
+        if worse:
+            lines.append(f"The model is significantly worse than persistence (5% level) at steps {_steps(ev, worse)}.")
+    da = model["directional_accuracy"]
+    lines.append(
+        f"Directional accuracy: {da.min():.1f}%-{da.max():.1f}% per step, against {ev.up_share.min():.1f}%-"
+        f"{ev.up_share.max():.1f}% for always predicting 'up' (the share of up moves in the test span) and "
+        f"{linear['directional_accuracy'].min():.1f}%-{linear['directional_accuracy'].max():.1f}% for the linear model."
     )
-    ax.legend(loc="best", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    files["Actual vs forecast over the test span"] = _save(fig, out, f"{stem}_forecast.png")
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    steps = [f"t+{ev.offset + k}" for k in range(ev.steps)]
-    styles = {"model": "tab:blue", "persistence": "gray", "linear": "tab:orange", "drift": "tab:green"}
-    base = ev.scores["persistence"]
-    for name, color in styles.items():
-        axes[0].plot(steps, ev.scores[name]["rmse"] / base["rmse"], marker="o", color=color, label=name)
-        axes[1].plot(steps, ev.scores[name]["mae"] / base["mae"], marker="o", color=color, label=name)
-        if ev.scores[name]["directional_accuracy"] is not None:
-            axes[2].plot(steps, ev.scores[name]["directional_accuracy"], marker="o", color=color, label=name)
-    axes[2].plot(steps, ev.up_share, ls=":", color="black", label="always up")
-    axes[2].axhline(50, color="lightgray", lw=0.8)
-    for ax, title in zip(
-        axes, ("RMSE / persistence RMSE", "MAE / persistence MAE", "directional accuracy %"), strict=True
-    ):
-        ax.set_title(title)
-        ax.set_xlabel("horizon step")
-    axes[0].legend()
-    axes[2].legend(fontsize=8)
-    fig.tight_layout()
-    files["Error by horizon step"] = _save(fig, out, f"{stem}_by_step.png")
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.scatter(100 * ev.actual[:, 0], 100 * ev.predictions["model"][:, 0], s=4, alpha=0.5, label="model")
-    ax.scatter(
-        100 * ev.actual[:, 0], 100 * ev.predictions["linear"][:, 0], s=4, alpha=0.5, label="linear", color="tab:orange"
+    up = 100.0 * (ev.predictions["model"] > 0).mean(axis=0)
+    if (up == 100.0).all() or (up == 0.0).all():
+        lines.append(
+            f"The model predicts a {'rise' if up[0] == 100.0 else 'fall'} at every step of every forecast, so its "
+            "directional accuracy is just the share of moves in that direction: it carries no timing information."
+        )
+    else:
+        lines.append(f"The model predicts a rise in {up.min():.1f}%-{up.max():.1f}% of the forecasts, per step.")
+    lin_ratio = linear["rmse"] / persist["rmse"]
+    drift_ratio = ev.scores["drift"]["rmse"] / persist["rmse"]
+    lines.append(
+        f"RMSE relative to persistence of the baselines: linear {lin_ratio.min():.4f}-{lin_ratio.max():.4f}, "
+        f"drift (the training span's mean return) {drift_ratio.min():.4f}-{drift_ratio.max():.4f}."
     )
-    ax.axhline(0, color="gray", lw=0.8)
-    ax.axvline(0, color="gray", lw=0.8)
-    ax.set_xlabel(f"actual return to t+{ev.offset} (%)")
-    ax.set_ylabel("predicted return (%)")
-    ax.set_title("predicted vs actual 1-step returns")
-    ax.legend()
-    fig.tight_layout()
-    files["Predicted vs actual returns (step 1)"] = _save(fig, out, f"{stem}_returns.png")
-    return files
+    for other in ("linear", "drift"):
+        rows = ev.tests[f"model_vs_{other}"]
+        worse = [k for k, row in enumerate(rows) if row["p"] < 0.05 and row["t"] > 0]
+        better = [k for k, row in enumerate(rows) if row["p"] < 0.05 and row["t"] < 0]
+        if worse:
+            lines.append(
+                f"The model is significantly worse than the {other} baseline (5% level) at {_steps(ev, worse)}."
+            )
+        if better:
+            lines.append(
+                f"The model is significantly better than the {other} baseline (5% level) at {_steps(ev, better)}."
+            )
+        if not worse and not better:
+            lines.append(f"No significant difference from the {other} baseline at any step (5% level).")
+    if ev.ridge_alpha == max(RIDGE_ALPHAS):
+        lines.append(
+            f"The validation span chose the strongest ridge penalty tried ({ev.ridge_alpha:g}): the linear model is "
+            "shrunk to (almost) the drift, i.e. no linear signal in the features held up out of sample."
+        )
+    return lines
 
 
-def _save(fig, out: Path, name: str) -> str:  # noqa: ANN001
-    import matplotlib.pyplot as plt
-
-    fig.savefig(out / name, dpi=90)
-    plt.close(fig)
-    return name
+def _steps(ev: Evaluation, ks: list[int]) -> str:
+    return ", ".join(f"t+{ev.offset + k}" for k in ks)

@@ -20,14 +20,17 @@ import platform
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
+import tqdm
+import tqdm.auto
 from torch import nn
 
-from alm_forecaster import metrics as scoring
 from alm_forecaster.config import ModelConfig
-from alm_forecaster.datasets import Series
 from alm_forecaster.features import LOOKBACK, FeaturePipeline, technical_features
 from alm_forecaster.model import XLSTMForecaster
+from alm_forecaster.train import scoring
+from alm_forecaster.train.datasets import Series
 
 
 @dataclass
@@ -98,6 +101,99 @@ class TrainResult:
     best_epoch: int = 0
 
 
+def train(series: Series, cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train on ``series``; returns the checkpoint dict (seed format + metadata + pipeline)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(series, cfg, progress)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(series: Series, cfg: TrainConfig, progress: bool) -> TrainResult:
+    torch.manual_seed(cfg.seed)
+    prep = prepare(series, cfg)
+    split = prep.split
+    input_size = prep.embeddings.shape[1]
+    x_train = torch.from_numpy(windows(prep.embeddings, split.train, cfg.seq_len))
+    x_val = torch.from_numpy(windows(prep.embeddings, split.val, cfg.seq_len))
+    y_train = prep.targets[split.train]
+    mu, sigma = y_train.mean(axis=0), y_train.std(axis=0)
+    sigma = np.where(sigma > 0, sigma, 1.0)
+    z_train = torch.from_numpy(((y_train - mu) / sigma).astype(np.float32))
+    z_val = torch.from_numpy(((prep.targets[split.val] - mu) / sigma).astype(np.float32))
+
+    model = XLSTMForecaster(cfg.model_config(input_size))
+    # Zero last layer: the untrained model predicts the training mean return (the drift), and
+    # training has to earn every departure from it on the validation span.
+    nn.init.zeros_(model.output_head[3].weight)
+    nn.init.zeros_(model.output_head[3].bias)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    loss_fn = nn.MSELoss()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    initial = float(loss_fn(_predict(model, x_val), z_val))
+    best = (initial if cfg.min_epochs == 0 else math.inf, 0, copy.deepcopy(model.state_dict()))
+    history: list[dict] = [{"epoch": 0, "train_loss": None, "val_loss": initial}]
+    bar = tqdm.auto.tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            optimiser.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x_train[batch]), z_train[batch])
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimiser.step()
+            total += loss.item() * len(batch)
+        val_loss = float(loss_fn(_predict(model, x_val), z_val))
+        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss})
+        if epoch >= cfg.min_epochs and val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}", best=best[1], refresh=False)
+        if epoch >= cfg.min_epochs and epoch - best[1] >= cfg.patience:
+            break
+    bar.close()
+
+    model.load_state_dict(best[2])
+    _fold_target_scale(model, mu, sigma)
+    model.eval()
+    metrics = {}
+    for name in ("val", "test"):
+        ends = getattr(split, name)
+        if len(ends):
+            predicted = _predict(model, torch.from_numpy(windows(prep.embeddings, ends, cfg.seq_len))).numpy()
+            metrics[name] = scoring.summary(
+                scoring.horizon_metrics(predicted.astype(np.float64), prep.targets[ends], series.raw_close[ends])
+            )
+    checkpoint = _checkpoint(model, series, cfg, prep, input_size, best, history, metrics)
+    return TrainResult(checkpoint, history, best[1])
+
+
+def prepare(series: Series, cfg: TrainConfig, split: Split | None = None) -> Prepared:
+    """Features, the pipeline fitted on the training span, embeddings, targets and the split."""
+    n = len(series)
+    if series.bars is not None:
+        features, _ = technical_features(series.bars)
+        first_valid = LOOKBACK
+    else:
+        features, first_valid = None, 0
+    ends = sample_ends(n, first_valid, cfg.seq_len, cfg.prediction_offset, cfg.horizon)
+    gap = cfg.prediction_offset + cfg.horizon - 1
+    split = split or chronological_split(ends, cfg.val_fraction, cfg.test_fraction, gap)
+    pipeline = None
+    if features is not None:
+        fit_rows = slice(0, int(split.train[-1]) + 1)  # training span only
+        pipeline = FeaturePipeline.fit(features[fit_rows], cfg.input_size, series.dates[fit_rows])
+        embeddings = pipeline.transform(features)
+    else:
+        embeddings = series.embeddings
+    targets = return_targets(series.prices, cfg.prediction_offset, cfg.horizon)
+    return Prepared(embeddings, split, targets, pipeline, first_valid)
+
+
 def sample_ends(n: int, first_valid: int, seq_len: int, offset: int, horizon: int) -> np.ndarray:
     """Rows t where a window [t - seq_len + 1, t] of complete rows and all K targets exist."""
     last = n - 1 - (offset + horizon - 1)
@@ -142,101 +238,6 @@ def windows(embeddings: np.ndarray, ends: np.ndarray, seq_len: int) -> np.ndarra
     return embeddings[index].astype(np.float32)
 
 
-def prepare(series: Series, cfg: TrainConfig, split: Split | None = None) -> Prepared:
-    """Features, the pipeline fitted on the training span, embeddings, targets and the split."""
-    n = len(series)
-    if series.bars is not None:
-        features, _ = technical_features(series.bars)
-        first_valid = LOOKBACK
-    else:
-        features, first_valid = None, 0
-    ends = sample_ends(n, first_valid, cfg.seq_len, cfg.prediction_offset, cfg.horizon)
-    gap = cfg.prediction_offset + cfg.horizon - 1
-    split = split or chronological_split(ends, cfg.val_fraction, cfg.test_fraction, gap)
-    pipeline = None
-    if features is not None:
-        fit_rows = slice(0, int(split.train[-1]) + 1)  # training span only
-        pipeline = FeaturePipeline.fit(features[fit_rows], cfg.input_size, series.dates[fit_rows])
-        embeddings = pipeline.transform(features)
-    else:
-        embeddings = series.embeddings
-    targets = return_targets(series.prices, cfg.prediction_offset, cfg.horizon)
-    return Prepared(embeddings, split, targets, pipeline, first_valid)
-
-
-def train(series: Series, cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train on ``series``; returns the checkpoint dict (seed format + metadata + pipeline)."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        return _train(series, cfg, progress)
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
-def _train(series: Series, cfg: TrainConfig, progress: bool) -> TrainResult:
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(cfg.seed)
-    prep = prepare(series, cfg)
-    split = prep.split
-    input_size = prep.embeddings.shape[1]
-    x_train = torch.from_numpy(windows(prep.embeddings, split.train, cfg.seq_len))
-    x_val = torch.from_numpy(windows(prep.embeddings, split.val, cfg.seq_len))
-    y_train = prep.targets[split.train]
-    mu, sigma = y_train.mean(axis=0), y_train.std(axis=0)
-    sigma = np.where(sigma > 0, sigma, 1.0)
-    z_train = torch.from_numpy(((y_train - mu) / sigma).astype(np.float32))
-    z_val = torch.from_numpy(((prep.targets[split.val] - mu) / sigma).astype(np.float32))
-
-    model = XLSTMForecaster(cfg.model_config(input_size))
-    # Zero last layer: the untrained model predicts the training mean return (the drift), and
-    # training has to earn every departure from it on the validation span.
-    nn.init.zeros_(model.output_head[3].weight)
-    nn.init.zeros_(model.output_head[3].bias)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    loss_fn = nn.MSELoss()
-    generator = torch.Generator().manual_seed(cfg.seed)
-    initial = float(loss_fn(_predict(model, x_val), z_val))
-    best = (initial if cfg.min_epochs == 0 else math.inf, 0, copy.deepcopy(model.state_dict()))
-    history: list[dict] = [{"epoch": 0, "train_loss": None, "val_loss": initial}]
-    bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x_train[batch]), z_train[batch])
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimiser.step()
-            total += loss.item() * len(batch)
-        val_loss = float(loss_fn(_predict(model, x_val), z_val))
-        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss})
-        if epoch >= cfg.min_epochs and val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
-        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}", best=best[1], refresh=False)
-        if epoch >= cfg.min_epochs and epoch - best[1] >= cfg.patience:
-            break
-    bar.close()
-
-    model.load_state_dict(best[2])
-    _fold_target_scale(model, mu, sigma)
-    model.eval()
-    metrics = {}
-    for name in ("val", "test"):
-        ends = getattr(split, name)
-        if len(ends):
-            predicted = _predict(model, torch.from_numpy(windows(prep.embeddings, ends, cfg.seq_len))).numpy()
-            metrics[name] = scoring.summary(
-                scoring.horizon_metrics(predicted.astype(np.float64), prep.targets[ends], series.raw_close[ends])
-            )
-    checkpoint = _checkpoint(model, series, cfg, prep, input_size, best, history, metrics)
-    return TrainResult(checkpoint, history, best[1])
-
-
 def _predict(model: XLSTMForecaster, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
     was_training = model.training
     model.eval()
@@ -256,9 +257,6 @@ def _fold_target_scale(model: XLSTMForecaster, mu: np.ndarray, sigma: np.ndarray
 
 
 def _checkpoint(model, series, cfg, prep, input_size, best, history, metrics) -> dict:  # noqa: ANN001
-    import pandas
-    import tqdm
-
     config = cfg.model_config(input_size)
     metadata = {
         "seq_len": cfg.seq_len,
@@ -295,7 +293,7 @@ def _checkpoint(model, series, cfg, prep, input_size, best, history, metrics) ->
             "python": platform.python_version(),
             "torch": str(torch.__version__),
             "numpy": np.__version__,
-            "pandas": pandas.__version__,
+            "pandas": pd.__version__,
             "tqdm": tqdm.__version__,
         },
         "torch_threads": torch.get_num_threads(),

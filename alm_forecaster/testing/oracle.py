@@ -1,9 +1,10 @@
-"""The plain step-by-step xLSTM forward, written straight from the checkpoint-format note.
+"""The plain step-by-step xLSTM forward: the numeric reference the fast forward is checked against.
 
-It is the numeric oracle of the tests: time step by time step, cell by cell, every
-projection recomputed inside the loop, exactly as the note states the math (per-sample
-memory normalisation). It reads the model's parameters by name, sharing no code with the
-fast forward, so the fast path is checked against an independent implementation.
+Time step by time step, cell by cell, every projection recomputed inside the loop, the cell
+equations written out literally as `alm_forecaster.cells` states them (per-sample memory
+normalisation). It reads the model's parameters by name (the layout in `alm_forecaster.model`)
+and shares no code with the fast forward, so the fast path is checked against an independent
+implementation.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ def oracle_forward(
 ) -> torch.Tensor:
     """x (B, T, input_size) -> (B, K) using the state dict ``state``.
 
-    ``batch_wide=True`` reproduces the original service's flaw (one max|C'| over the whole
-    batch), so tests can show that the batch-invariance check would catch it.
+    ``batch_wide=True`` normalises the mLSTM memory by one max|C'| over the whole batch, as the
+    platform's original service did, so tests can show that the batch-invariance check would
+    catch a forecast that depends on its batch mates.
     """
     p = state
     hidden = p["input_projection.0.weight"].shape[0]
