@@ -14,6 +14,7 @@ import io
 import logging
 import pickle
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,3 +225,27 @@ def _check_tensors(model: XLSTMForecaster, state: dict[str, torch.Tensor], path:
 def _names(names: list[str], limit: int = 6) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def load_step_times(path: str | Path) -> dict[str, float]:
+    """`load_checkpoint`'s steps one by one on a valid checkpoint, with ``time.time()`` read after
+    each (read_file, sha256, torch_load, finite_check, build_model, load_state_dict): the
+    benchmark's worker start-up profile shows which step of a worker's start costs what."""
+    path = Path(path)
+    marks = {}
+    raw = path.read_bytes()
+    marks["read_file"] = time.time()
+    hashlib.sha256(raw).hexdigest()
+    marks["sha256"] = time.time()
+    payload = _safe_load(raw, path)
+    marks["torch_load"] = time.time()
+    state, declared = payload["model_state_dict"], payload["config"]
+    config, _ = _reconcile_config(declared, state, payload.get("metadata") or {}, path)
+    _check_finite(state, path)
+    marks["finite_check"] = time.time()
+    model = _empty_model(config)
+    marks["build_model"] = time.time()
+    _check_tensors(model, state, path)
+    model.load_state_dict(state, strict=True)
+    marks["load_state_dict"] = time.time()
+    return marks

@@ -6,8 +6,8 @@ Full seed-size model by default (input 128, hidden 256, 3 layers, 7 blocks, 5 st
 windows), random weights. For each batch size it times, in the same run:
   fast     the served forward (compiled kernel when built, else PyTorch)
   pytorch  the same restructured forward with the compiled kernel switched off
-  plain    the plain step-by-step path (tests/oracle.py: cell by cell, every projection
-           inside the time loop), the baseline all ratios are stated against
+  plain    the plain step-by-step path (alm_forecaster.testing.oracle: cell by cell, every
+           projection inside the time loop), the baseline all ratios are stated against
 and prints medians of ``--runs`` runs (after one warm-up), windows/s, and the ratios.
 ``--compile`` adds torch.compile of the PyTorch forward (minutes of compile time per shape).
 """
@@ -16,72 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from alm_forecaster import native  # noqa: E402
-from alm_forecaster.config import ModelConfig  # noqa: E402
-from alm_forecaster.model import XLSTMForecaster  # noqa: E402
-from alm_forecaster.testing.oracle import oracle_forward  # noqa: E402
-
-
-@contextmanager
-def native_disabled():
-    previous = os.environ.get("ALM_FORECASTER_NATIVE")
-    os.environ["ALM_FORECASTER_NATIVE"] = "0"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["ALM_FORECASTER_NATIVE"]
-        else:
-            os.environ["ALM_FORECASTER_NATIVE"] = previous
-
-
-def median_ms(fn, runs: int) -> float:
-    with torch.inference_mode():
-        fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def measure(config: ModelConfig, batches: list[int], runs: int, plain_runs: int, compile_: bool) -> list[dict]:
-    torch.manual_seed(0)
-    model = XLSTMForecaster(config).eval()
-    state = model.state_dict()
-    compiled = torch.compile(model) if compile_ else None
-    rows = []
-    for batch in batches:
-        x = torch.randn(batch, config.seq_len, config.input_size)
-        row = {"batch": batch, "fast_ms": median_ms(lambda x=x: model(x), runs)}
-        with native_disabled():
-            row["pytorch_ms"] = median_ms(lambda x=x: model(x), runs)
-            if compiled is not None:
-                start = time.perf_counter()
-                with torch.inference_mode():
-                    compiled(x)
-                row["compile_s"] = time.perf_counter() - start
-                row["compiled_ms"] = median_ms(lambda x=x: compiled(x), runs)
-        row["plain_ms"] = median_ms(
-            lambda x=x: oracle_forward(state, config.num_blocks, config.num_layers, x), plain_runs
-        )
-        for key in [k for k in row if k.endswith("_ms")]:
-            row[key.replace("_ms", "_wps")] = batch / row[key] * 1e3
-        row["speedup_vs_plain"] = row["plain_ms"] / row["fast_ms"]
-        rows.append(row)
-    return rows
+from alm_forecaster import native
+from alm_forecaster.config import ModelConfig
+from bench.inprocess import measure_forward
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {args.threads} threads, native kernel "
         f"{'loaded' if native.is_loaded() else 'NOT built'}; median of {args.runs} runs (plain: {args.plain_runs})"
     )
-    rows = measure(config, args.batches, args.runs, args.plain_runs, args.compile)
+    rows = measure_forward(config, args.batches, args.runs, args.plain_runs, args.compile)
     header = f"{'batch':>5} | {'fast ms':>8} {'win/s':>7} | {'pytorch ms':>10} {'win/s':>7} | "
     header += f"{'plain ms':>9} {'win/s':>7} | {'fast/plain speedup':>18}"
     print(header)

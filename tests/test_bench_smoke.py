@@ -1,19 +1,34 @@
-"""scripts/bench_serve.py end to end in its smoke mode (tiny model, a private TorchServe, ~30 s):
-the report and the plot are written, every request succeeded, and nothing is left running."""
+"""scripts/bench_serve.py end to end in its smoke mode (tiny model, a private TorchServe): the
+report and the plot are written, every request succeeded, and nothing is left running; the
+py-spy profile's summary and the worker start-up profile, which the smoke mode skips."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 
-from scripts import bench_serve
+from alm_forecaster.testing.synthetic import TINY, write_checkpoint
+from bench.profile import START_PHASES, profile_worker_start, summarise_profile
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_serve_quick(tmp_path):
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
     out, plot, data = tmp_path / "BENCH.md", tmp_path / "plot.png", tmp_path / "bench.json"
-    assert bench_serve.main(["--quick", "--out", str(out), "--plot", str(plot), "--json", str(data)]) == 0
+    work = tmp_path / "tmp"
+    work.mkdir()
+    command = [sys.executable, str(ROOT / "scripts" / "bench_serve.py"), "--quick"]
+    command += ["--out", str(out), "--plot", str(plot), "--json", str(data)]
+    # TMPDIR: the benchmark's private server (its directory, JVM and workers) lives under tmp_path.
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "TMPDIR": str(work)}
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     text = out.read_text()
     for heading in ("## Parse + validate", "### In process", "### TorchServe end to end", "### Worker start"):
@@ -31,8 +46,17 @@ def test_bench_serve_quick(tmp_path):
     assert "Lone request, from inside the worker (py-spy" in text
     project = next(iter(results["parse"]["paths"].values()))
     assert project["p50_ms"] > 0
-    leftover = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    leftover = [p.pid for p in psutil.process_iter() if _uses(p, str(work))]
     assert not leftover, f"processes left running: {leftover}"
+
+
+def _uses(process: psutil.Process, directory: str) -> bool:
+    """Whether a process runs in ``directory`` or names it on its command line (the JVM and the
+    workers of the benchmark's server do both)."""
+    try:
+        return process.cwd().startswith(directory) or any(directory in arg for arg in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def test_summarise_profile_splits_the_wall_time_by_stage():
@@ -48,7 +72,7 @@ def test_summarise_profile_splits_the_wall_time_by_stage():
             "<module> (x.py:1);TorchModelServiceWorker.handle_connection (ts/model_service_worker.py:187) 10",
         ]
     )
-    summary = bench_serve.summarise_profile(raw, requests_done=10, seconds=1.0)  # 100 ms per request
+    summary = summarise_profile(raw, requests_done=10, seconds=1.0)  # 100 ms per request
     assert summary["samples"] == 100 and summary["wall_ms_per_request"] == 100
     assert summary["ms_per_request"] == {
         "forward": 60,
@@ -56,3 +80,15 @@ def test_summarise_profile_splits_the_wall_time_by_stage():
         "parse + validate": 10,
         "TorchServe: send the response": 10,
     }
+
+
+def test_worker_start_profile_times_every_phase(tmp_path):
+    """`python -m bench.worker_start` in a fresh Python: each phase of a worker's start, in order
+    (alm_forecaster.checkpoint.load_step_times for the checkpoint's steps)."""
+    checkpoint = write_checkpoint(tmp_path / "tiny.pt", TINY, seed=7)
+    profile = profile_worker_start(checkpoint, runs=1)
+    assert "error" not in profile, profile.get("error")
+    phases = ["python_start", *START_PHASES[1:]]
+    assert list(profile)[: len(phases)] == [f"{phase}_s" for phase in phases]
+    assert all(value >= 0 for value in profile.values())
+    assert profile["all of it again: load_checkpoint + Forecaster_s"] > 0
