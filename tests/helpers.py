@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,9 +16,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import requests
+from ts.context import Context, RequestProcessor
 
 from alm_forecaster.config import ModelConfig
 from alm_ops import archive, serve_config
@@ -159,3 +162,44 @@ class CreatesFileWhenUnpickled:
 
     def __reduce__(self):
         return (open, (str(self.marker), "w"))
+
+
+def load_handler_module():
+    """handlers/xlstm_handler.py as TorchServe imports it: a module loaded from its file."""
+    spec = importlib.util.spec_from_file_location("xlstm_handler", ROOT / "handlers" / "xlstm_handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+handler_module = load_handler_module()
+
+
+def make_context(
+    model_dir: Path,
+    batch: int,
+    yaml: dict | None = None,
+    headers: list[dict] | None = None,
+    metrics: object | None = None,
+) -> Context:
+    """TorchServe's own Context for a batch of ``batch`` requests of the tiny model in ``model_dir``."""
+    manifest = {
+        "model": {
+            "modelName": "tiny",
+            "modelVersion": "3.1",
+            "serializedFile": "tiny.pt",
+            "handler": "xlstm_handler.py",
+        }
+    }
+    context = Context(
+        "tiny",
+        str(model_dir),
+        manifest,
+        8,
+        None,
+        "0.12.0",
+        metrics=metrics if metrics is not None else mock.MagicMock(),
+        model_yaml_config=yaml if yaml is not None else {"handler": {"threads": 1}},
+    )
+    context.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]
+    return context

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -10,52 +9,14 @@ from unittest import mock
 
 import pytest
 import torch
-from ts.context import Context, RequestProcessor
+from ts.context import Context
 
 from alm_forecaster.errors import CheckpointError, InputError
 from alm_forecaster.forecaster import Forecaster
 from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_handler_module():
-    spec = importlib.util.spec_from_file_location("xlstm_handler", ROOT / "handlers" / "xlstm_handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.helpers import load_handler_module, make_context
 
 handler_module = load_handler_module()
-
-
-def make_context(
-    model_dir: Path,
-    batch: int,
-    yaml: dict | None = None,
-    headers: list[dict] | None = None,
-    metrics: object | None = None,
-) -> Context:
-    manifest = {
-        "model": {
-            "modelName": "tiny",
-            "modelVersion": "3.1",
-            "serializedFile": "tiny.pt",
-            "handler": "xlstm_handler.py",
-        }
-    }
-    context = Context(
-        "tiny",
-        str(model_dir),
-        manifest,
-        8,
-        None,
-        "0.12.0",
-        metrics=metrics if metrics is not None else mock.MagicMock(),
-        model_yaml_config=yaml if yaml is not None else {"handler": {"threads": 1}},
-    )
-    context.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]
-    return context
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 from alm_ops import serve_config
 from alm_ops.launcher import TorchServe
-from tests.test_handler import load_handler_module, make_context
+from tests.helpers import load_handler_module, make_context
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS_CONFIG = ROOT / "metrics_config.yaml"
