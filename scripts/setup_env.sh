@@ -92,7 +92,7 @@ if [ "$MODE" = "--dev" ]; then
   fi
 fi
 
-# The compiled kernel is optional (the PyTorch path computes the same forecasts, ~3x slower),
+# The compiled kernel is optional (the PyTorch path computes the same forecasts, only slower),
 # but it needs a C++ compiler: install one where we can, and say what is lost where we cannot.
 if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
   if can_apt; then
