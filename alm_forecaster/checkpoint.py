@@ -1,8 +1,8 @@
 """Safe, strict loading of the platform's checkpoints.
 
 A checkpoint is a ``torch.save``d dict with ``model_state_dict`` (tensors) and ``config``
-(plain values); checkpoints made by this project's trainer may add ``metadata`` and
-``feature_pipeline`` (plain values and tensors too). Only ``torch.load(weights_only=True)`` is
+(plain values); checkpoints made by this project's trainers may add ``metadata``,
+``feature_pipeline`` and ``quantile_head`` (plain values and tensors too). Only ``torch.load(weights_only=True)`` is
 ever used: a file that needs arbitrary unpickling is refused before anything in it runs.
 Every error names the file and exactly what is wrong with it.
 """
@@ -23,11 +23,12 @@ import torch
 from alm_forecaster.config import DEFAULT_SEQ_LEN, ModelConfig
 from alm_forecaster.errors import CheckpointError
 from alm_forecaster.model import XLSTMForecaster
+from alm_forecaster.quantiles import QuantileHead
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("model_state_dict", "config")
-OPTIONAL_KEYS = ("metadata", "feature_pipeline")
+OPTIONAL_KEYS = ("metadata", "feature_pipeline", "quantile_head")
 _SHAPE_FIELDS = ("input_size", "hidden_size", "num_layers", "num_blocks")
 
 
@@ -42,6 +43,7 @@ class LoadedCheckpoint:
     metadata: dict = field(default_factory=dict)
     feature_pipeline: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    quantile_head: QuantileHead | None = None
 
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
@@ -85,7 +87,13 @@ def build_checkpoint(payload: object, path: Path, sha256: str = "") -> LoadedChe
     model.eval()
     for warning in warnings:
         log.warning("%s: %s", path, warning)
-    return LoadedCheckpoint(path, sha256, model, config, metadata, pipeline, warnings)
+    head = None
+    if payload.get("quantile_head") is not None:
+        try:
+            head = QuantileHead.from_state(payload["quantile_head"], config.output_size)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    return LoadedCheckpoint(path, sha256, model, config, metadata, pipeline, warnings, head)
 
 
 def _safe_load(raw: bytes, path: Path) -> object:

@@ -22,10 +22,12 @@ PRICE_COLUMN = "last_price"
 
 @dataclass(frozen=True)
 class Window:
-    """One request's model input: (seq_len, input_size) float32 and the price it ends at."""
+    """One request's model input: (seq_len, input_size) float32, the price it ends at, and for
+    models that forecast quantiles the window's volatility (``close_features``) they scale by."""
 
     embeddings: np.ndarray
     current_price: float
+    scale: float | None = None
 
 
 def embedding_columns(input_size: int) -> list[str]:

@@ -96,7 +96,7 @@ def from_table(table: Table, start: int = 0) -> OHLCV:
     columns = require_columns(table.header)
     keys = ["open", "high", "low", "close", "volume"] + ([ADJ_CLOSE] if ADJ_CLOSE in columns else [])
     values = numeric_block(table, [columns[k] for k in keys], start)
-    dates = _parse_dates(
+    dates = parse_dates(
         [row[columns["date"]] for row in table.rows[start:]], table, start, table.header[columns["date"]]
     )
     where = _Where(table, start, {k: table.header[columns[k]] for k in columns})
@@ -186,7 +186,7 @@ def _validated(dates, open_, high, low, close, volume, adj, where: _Where) -> OH
     return OHLCV(dates, open_, high, low, close, volume, raw_close, adj is not None)
 
 
-def _parse_dates(cells: list[str], table: Table, start: int, column: str) -> np.ndarray:
+def parse_dates(cells: list[str], table: Table, start: int, column: str) -> np.ndarray:
     """ISO dates (``YYYY-MM-DD``, optionally followed by a time) -> datetime64[D]."""
     texts = [cell.strip() for cell in cells]
     heads = [text[:10] for text in texts]

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import psutil
 import requests
 
@@ -294,10 +295,13 @@ def _serve_pid_alive(pid_file: Path) -> bool:
 
 
 def write_example(api: TorchServeApi, model: str, out: Path) -> dict:
-    """A ready-to-send window for ``model`` (its own input size and window length; deterministic
-    pseudo-random embeddings: numbers only, its forecasts mean nothing); returns the model's
-    own description."""
+    """A ready-to-send request for ``model`` (deterministic pseudo-random numbers: its forecasts
+    mean nothing): daily prices (Date, Close) for a model that takes prices, else a window of
+    embeddings of its own input size and length; returns the model's own description."""
     meta = custom_metadata(api.describe(model, customized=True))
+    if "prices" in (meta.get("accepts") or []):
+        out.write_text(_example_prices(meta["rows_needed"]))
+        return meta
     width, rows = meta["config"]["input_size"], meta["seq_len"]
     state, lines, price = 12345, [",".join([f"emb_{i}" for i in range(width)] + ["last_price"])], 100.0
     for _ in range(rows):
@@ -309,6 +313,14 @@ def write_example(api: TorchServeApi, model: str, out: Path) -> dict:
         lines.append(",".join(cells + [f"{price:.4f}"]))
     out.write_text("\n".join(lines) + "\n")
     return meta
+
+
+def _example_prices(rows: int) -> str:
+    """``rows`` business days of a random walk (1% daily moves) from 100."""
+    days = np.busday_offset("2024-01-01", np.arange(rows), roll="forward")
+    rng = np.random.default_rng(12345)
+    closes = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(rows)))
+    return "Date,Close\n" + "".join(f"{d},{c:.4f}\n" for d, c in zip(days, closes, strict=True))
 
 
 def usage(api: TorchServeApi, run_dir: Path, models: list[str], elapsed: float, example: Path, meta: dict) -> str:

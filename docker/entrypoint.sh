@@ -22,7 +22,7 @@
 #                           (default /home/model-server/run; must be writable)
 #   ALM_MODEL_STORE         directory of .mar archives (default /opt/alm/model_store, baked into
 #                           the image; mount a model-registry volume and point this at it)
-#   ALM_LOAD_MODELS         TorchServe's load_models (default: the config's, sp500_xlstm)
+#   ALM_LOAD_MODELS         TorchServe's load_models (default: the config's, alm_quantiles and sp500_xlstm)
 #   ALM_MANAGEMENT_ADDRESS  e.g. http://127.0.0.1:8081 to keep the management API inside the
 #                           container/pod (default: 0.0.0.0:8081)
 set -euo pipefail

@@ -8,7 +8,10 @@ TorchServe calls it:
 * ``initialize`` (once per worker): load the archive's checkpoint into a `Forecaster`;
 * ``handle`` (once per batch): take each request's CSV from the multipart field ``data`` or
   ``file``, or from the raw body (``Content-Type: text/csv`` or ``application/octet-stream``),
-  as bytes or str; send all of them through ONE ``Forecaster.predict`` call (one forward);
+  as bytes or str, or its JSON document (``application/json``: KServe's time-series forecast
+  protocol, many series per request), with its options (headers ``X-Forecast-Horizon`` and
+  ``X-Forecast-Quantiles``, or multipart fields ``horizon`` and ``quantiles``; a JSON document
+  carries its own); send all of them through ONE ``Forecaster.predict`` call (one forward);
   answer each request with its own `Outcome`: 200 with the forecast, 400/422 with
   ``{"error": "<message>", "code": <status>}`` for bad input, 500 (or 507 when out of memory)
   for an unexpected failure of that request alone. Nothing raised for one request escapes
@@ -53,11 +56,13 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 import alm_forecaster
+from alm_forecaster import options
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.device import select_device
 from alm_forecaster.errors import MALFORMED, CheckpointError, InputError
-from alm_forecaster.forecaster import Forecaster, Timings, configure_threads
+from alm_forecaster.forecaster import Forecaster, Request, Timings, configure_threads
 from alm_forecaster.outcome import INTERNAL, Outcome
+from alm_forecaster.timeseries_api import CONTENT_TYPE as JSON_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +158,10 @@ class XLSTMHandler(BaseHandler):
         """One `Outcome` per request, in order, and the stage times of the batch's
         `Forecaster.predict` (None when it did not run)."""
         outcomes: dict[int, Outcome] = {}
-        payloads: dict[int, bytes | bytearray | str] = {}
+        payloads: dict[int, Request] = {}
         for i, request in enumerate(data):
             try:
-                payloads[i] = extract_payload(request)
+                payloads[i] = extract_request(request, self._headers(i))
             except Exception as exc:
                 outcomes[i] = Outcome.from_error(exc)
         timings = Timings() if payloads else None
@@ -167,6 +172,14 @@ class XLSTMHandler(BaseHandler):
                 outcomes.update((i, Outcome.from_error(exc)) for i in payloads)
                 timings = None
         return [outcomes[i] for i in range(len(data))], timings
+
+    def _headers(self, idx: int) -> dict[str, str]:
+        """Request ``idx``'s headers, names in lower case (HTTP names are case-insensitive)."""
+        try:
+            headers = self.context.get_all_request_header(idx) or {}
+        except Exception:  # a context without request processors (tests, describe)
+            return {}
+        return {str(k).lower(): v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()}
 
     def respond(self, outcomes: list[Outcome], context) -> list[str]:
         """Outcomes -> JSON bodies, with each request's status and content type set."""
@@ -256,10 +269,10 @@ def choose_device(preference: str, gpu_id: object) -> torch.device:
     return select_device(None)
 
 
-def extract_payload(request: object) -> bytes | bytearray | str:
-    """One request of TorchServe's batch -> the CSV it carries; `InputError` (400) if none."""
+def extract_request(request: object, headers: dict[str, str]) -> Request:
+    """One request of TorchServe's batch -> its body and options; `InputError` (400) if no body."""
     if isinstance(request, (bytes, bytearray, str)):
-        return request
+        return Request(request, None, *_options(headers, {}))
     if not isinstance(request, dict):
         raise InputError(
             f"Unreadable request ({type(request).__name__}); {HOW_TO_SEND}.", status=MALFORMED, reason="no_payload"
@@ -268,11 +281,14 @@ def extract_payload(request: object) -> bytes | bytearray | str:
         if key not in request:
             continue
         value = request[key]
+        if isinstance(value, dict):  # TorchServe decoded an application/json body
+            return Request(value, JSON_CONTENT_TYPE)
         if isinstance(value, (bytes, bytearray, str)):
-            return value
-        if isinstance(value, (dict, list)):
+            return Request(value, headers.get("content-type"), *_options(headers, request))
+        if isinstance(value, list):
             raise InputError(
-                f"The request body is JSON; this endpoint expects a CSV file: {HOW_TO_SEND}.",
+                "The request body is a JSON list; send a CSV file or a ForecastRequest object "
+                f'({{"model", "inputs", "options"}}): {HOW_TO_SEND}.',
                 status=MALFORMED,
                 reason="json_body",
             )
@@ -288,3 +304,14 @@ def extract_payload(request: object) -> bytes | bytearray | str:
         status=MALFORMED,
         reason="no_payload",
     )
+
+
+def _options(headers: dict[str, str], fields: dict) -> tuple[object, object]:
+    """(horizon, quantiles) from the multipart fields, else the headers; None when not given."""
+    found = []
+    for name in (options.HORIZON, options.QUANTILES):
+        value = fields.get(name)
+        if value is None:
+            value = headers.get(options.HEADERS[name].lower())
+        found.append(value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value)
+    return found[0], found[1]

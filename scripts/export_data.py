@@ -4,34 +4,61 @@
     python scripts/export_data.py sp500 examples/sp500_tail.csv --tail 100   # a request-sized file
     python scripts/export_data.py sp500 examples/sp500_tail_embeddings.csv --tail 100 \\
         --embeddings models/sp500_xlstm.pt                                   # the same days as embeddings
+    python scripts/export_data.py nasdaq examples/nasdaq_close.csv --tail 300 --close   # one price a day
+    python scripts/export_data.py nasdaq,sp500,wti examples/portfolio.json --tail 300 --request
+                                                                             # many series, one JSON request
 
 OHLCV files have ISO dates and the columns Date, Open, High, Low, Close, Adj Close, Volume.
 Embedding files (``date, emb_0.., last_price``) are built by the checkpoint's own feature
 pipeline, one row per day with complete features (the first 60 rows of the tail are the
 lookback), float32 values written exactly: sent to the server they give the same forecast
-as the OHLCV file they come from.
+as the OHLCV file they come from. ``--close`` writes ``Date,Close`` (WTI too); ``--request``
+writes a KServe time-series ForecastRequest of the named series (their closes, ``horizon`` 5 and
+every quantile level of the default model).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from alm_forecaster.train import datasets
+from alm_forecaster import timeseries_api
+from alm_forecaster.train import datasets, price_series
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=sorted(datasets.ARCH_OHLCV))
+    parser.add_argument(
+        "dataset", help="sp500 or nasdaq (wti too with --close or --request; a comma list with --request)"
+    )
     parser.add_argument("output", type=Path)
     parser.add_argument("--tail", type=int, default=None, help="only the last N rows")
     parser.add_argument("--embeddings", type=Path, default=None, help="write embeddings made by this checkpoint")
+    parser.add_argument("--close", action="store_true", help="write Date,Close only")
+    parser.add_argument("--request", action="store_true", help="write a JSON ForecastRequest of the series")
     args = parser.parse_args(argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.close or args.request:
+        names = args.dataset.split(",")
+        series = [price_series.arch_prices(name) for name in names]
+        tail = slice(-args.tail if args.tail else None, None)
+        if args.request:
+            inputs = [(name, s.dates[tail], s.prices[tail]) for name, s in zip(names, series, strict=True)]
+            args.output.write_text(
+                json.dumps(timeseries_api.request_document("alm_quantiles", inputs), indent=1) + "\n"
+            )
+        else:
+            lines = ["Date,Close"] + [
+                f"{d},{p!r}" for d, p in zip(series[0].dates[tail], series[0].prices[tail].tolist(), strict=True)
+            ]
+            args.output.write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+        return 0
     frame = datasets.frame(args.dataset)
     if args.tail:
         frame = frame.iloc[-args.tail :]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.embeddings:
         args.output.write_text(datasets.export_embeddings(frame, args.embeddings))
     else:

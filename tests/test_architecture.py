@@ -22,7 +22,11 @@ LAYERS = {
         {"core"},
         {"numpy", "torch"},
     ),
-    "train": ("alm_forecaster/train/*.py", {"core", "train"}, {"numpy", "torch", "pandas", "matplotlib", "tqdm"}),
+    "train": (
+        "alm_forecaster/train/*.py",
+        {"core", "train"},
+        {"numpy", "torch", "pandas", "matplotlib", "tqdm", "scipy", "arch"},
+    ),
     "testing": ("alm_forecaster/testing/*.py", {"core", "testing"}, {"numpy", "torch"}),
     "handler": ("handlers/*.py", {"core"}, {"torch", "ts"}),
     "ops": ("alm_ops/*.py", {"core", "ops"}, {"numpy", "torch", "requests", "yaml", "psutil", "tqdm", "matplotlib"}),

@@ -139,22 +139,33 @@ def test_bad_archive_config_is_logged_clearly(model_dir, caplog):
 
 @pytest.mark.parametrize("key", ["data", "file", "body"])
 @pytest.mark.parametrize("value", [b"a,b", bytearray(b"a,b"), "a,b"])
-def test_extract_payload_takes_bytes_or_str(key, value):
-    assert handler_module.extract_payload({key: value, "other": "x"}) == value
+def test_extract_request_takes_bytes_or_str(key, value):
+    request = handler_module.extract_request({key: value, "other": "x"}, {})
+    assert request.body == value and request.horizon is None and request.quantiles is None
 
 
-def test_extract_payload_prefers_data_and_refuses_other_shapes():
-    assert handler_module.extract_payload({"body": b"b", "data": b"d"}) == b"d"
+def test_extract_request_prefers_data_and_refuses_other_shapes():
+    assert handler_module.extract_request({"body": b"b", "data": b"d"}, {}).body == b"d"
     for request, reason in [
-        ({"body": {"a": 1}}, "json_body"),
         ({"body": [1]}, "json_body"),
         ({"data": 3}, "no_payload"),
         ({"x": b"1"}, "no_payload"),
         (None, "no_payload"),
     ]:
         with pytest.raises(InputError) as error:
-            handler_module.extract_payload(request)
+            handler_module.extract_request(request, {})
         assert error.value.status == 400 and error.value.reason == reason
+
+
+def test_extract_request_reads_options_from_fields_then_headers():
+    headers = {"x-forecast-horizon": "2", "x-forecast-quantiles": "0.05,0.95", "content-type": "text/csv"}
+    request = handler_module.extract_request({"body": b"csv"}, headers)
+    assert (request.horizon, request.quantiles, request.content_type) == ("2", "0.05,0.95", "text/csv")
+    request = handler_module.extract_request({"data": b"csv", "horizon": b"3", "quantiles": "0.5"}, headers)
+    assert (request.horizon, request.quantiles) == ("3", "0.5")
+    document = {"model": "m", "inputs": []}
+    request = handler_module.extract_request({"body": document}, {})
+    assert request.body is document and request.content_type == "application/json"
 
 
 def test_handler_settings_validation():

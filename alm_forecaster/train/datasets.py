@@ -69,12 +69,20 @@ def load_arch(name: str) -> Series:
 
 
 def arch_file(name: str) -> Path:
-    """The data file of an arch dataset, found without importing arch: only the file is needed,
-    and importing arch loads its whole statistics stack."""
+    """The data file of an arch OHLCV dataset (the feature pipeline needs daily bars)."""
     if name in ARCH_CLOSE_ONLY:
         raise ValueError(f"arch's {name!r} series has close prices only; the feature pipeline needs daily OHLCV bars.")
     if name not in ARCH_OHLCV:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(ARCH_OHLCV))}.")
+    return arch_data_file(name)
+
+
+def arch_data_file(name: str) -> Path:
+    """The data file of any arch dataset, found without importing arch: only the file is needed,
+    and importing arch loads its whole statistics stack."""
+    if name not in ARCH_OHLCV and name not in ARCH_CLOSE_ONLY:
+        known = sorted({*ARCH_OHLCV, *ARCH_CLOSE_ONLY})
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(known)}.")
     spec = importlib.util.find_spec("arch")
     if spec is None or not spec.submodule_search_locations:
         raise ValueError("the 'arch' package is not installed (pip install arch): it ships the datasets.")
@@ -82,9 +90,9 @@ def arch_file(name: str) -> Path:
 
 
 def frame(name: str) -> pd.DataFrame:
-    """The arch DataFrame, read as ``arch.data.<name>.load()`` reads it (Date index; Open, High,
-    Low, Close, Adj Close, Volume)."""
-    data = pd.read_csv(arch_file(name))
+    """The arch DataFrame, read as ``arch.data.<name>.load()`` reads it (Date index; the file's
+    columns as numbers, missing values as NaN)."""
+    data = pd.read_csv(arch_data_file(name))
     data["Date"] = pd.to_datetime(data["Date"], format="%m/%d/%Y")
     data = data.set_index("Date")
     for column in data:

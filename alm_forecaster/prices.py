@@ -1,0 +1,101 @@
+"""A single daily price series from a request table: a date column and one price column.
+
+The layout an ALM book mostly has (rates, FX, commodities, funds): one price a day, oldest
+first. Column names are matched in any case, spaces and underscores ignored:
+
+* the date: ``Date`` (also ``observation_date``, ``Day``, ``Time``, ``Timestamp``), ISO
+  ``YYYY-MM-DD`` (a time part is ignored), strictly increasing;
+* the price, first found: ``Adj Close``, ``Close``, ``Price``, ``Value``, else the only other
+  column (e.g. FRED's ``DCOILWTICO``). A full OHLCV file is read through its close. With both
+  ``Adj Close`` and ``Close``, the adjusted series feeds the features and the raw ``Close`` is
+  the current price the forecast is made from.
+
+Prices must be finite and positive. Every error names the row, the file line and the column.
+Only the rows a model reads are validated (the last ``rows`` of the table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alm_forecaster.contract import _summarise, numeric_block, require_rows
+from alm_forecaster.errors import InputError
+from alm_forecaster.ohlcv import normalise_name, parse_dates
+from alm_forecaster.table import Table
+
+DATE_NAMES = ("date", "observationdate", "day", "time", "timestamp")
+PRICE_NAMES = ("adjclose", "close", "price", "value")
+
+
+@dataclass(frozen=True)
+class PriceSeries:
+    """Validated daily prices, oldest first: ``prices`` feed the features, ``current_price``
+    (the last raw price) is what forecasts are expressed against."""
+
+    dates: np.ndarray  # datetime64[D]
+    prices: np.ndarray
+    current_price: float
+    column: str
+
+
+def has_date_column(header: list[str]) -> bool:
+    return any(normalise_name(name) in DATE_NAMES for name in header)
+
+
+def columns(header: list[str]) -> tuple[int, int, int | None]:
+    """(date column, price column, raw close column or None) of a single-price table."""
+    names = [normalise_name(name) for name in header]
+    dates = [i for i, name in enumerate(names) if name in DATE_NAMES]
+    if not dates:
+        raise InputError(
+            f"No date column: expected one named Date (or observation_date, Day, Time, Timestamp; any case) "
+            f"among {_summarise([repr(h) for h in header])}.",
+            reason="missing_columns",
+        )
+    date = dates[0]
+    for wanted in PRICE_NAMES:
+        if wanted in names:
+            price = names.index(wanted)
+            raw = names.index("close") if wanted == "adjclose" and "close" in names else None
+            return date, price, raw
+    others = [i for i in range(len(header)) if i != date]
+    if len(others) == 1:
+        return date, others[0], None
+    raise InputError(
+        "No price column: expected one named Close, Adj Close, Price or Value (any case), or exactly one column "
+        f"besides the date; got {_summarise([repr(header[i]) for i in others]) or 'none'}.",
+        reason="missing_columns",
+    )
+
+
+def from_table(table: Table, rows: int, why: str = "") -> PriceSeries:
+    """The last ``rows`` rows of a single-price (or OHLCV) table, validated."""
+    date, price, raw = columns(table.header)
+    require_rows(table, rows, why)
+    start = len(table.rows) - rows
+    picked = [price] if raw is None else [price, raw]
+    values = numeric_block(table, picked, start)
+    for k, column in enumerate(picked):
+        bad = np.flatnonzero(values[:, k] <= 0)
+        if bad.size:
+            r = start + int(bad[0])
+            raise InputError(
+                f"Row {r + 1} (line {table.lines[r]}), column '{table.header[column]}': price must be positive, "
+                f"got {values[bad[0], k]:g}.",
+                reason="non_positive_price",
+            )
+    days = parse_dates([row[date] for row in table.rows[start:]], table, start, table.header[date])
+    steps = np.diff(days.astype(np.int64))
+    if (steps <= 0).any():
+        i = int(np.argmax(steps <= 0)) + 1
+        r = start + i
+        order = " (the file looks newest-first; sort it oldest first)" if (steps < 0).all() else ""
+        raise InputError(
+            f"Row {r + 1} (line {table.lines[r]}), column '{table.header[date]}': {days[i]} is not after the "
+            f"previous row's {days[i - 1]}; dates must be strictly increasing, oldest first{order}.",
+            reason="bad_dates",
+        )
+    current = values[-1, -1]
+    return PriceSeries(days, values[:, 0], float(current), table.header[price])

@@ -1,0 +1,226 @@
+"""Many series in one request: KServe's time-series forecast protocol, in JSON.
+
+    POST /predictions/<model>   Content-Type: application/json
+    {"model": "...", "inputs": [{"type": "univariate_time_series", "name": "eurusd",
+      "series": [1.081, 1.079, ...], "frequency": "D", "start_timestamp": "2024-01-02"}, ...],
+     "options": {"horizon": 5, "quantiles": [0.05, 0.95]}}
+    -> a document error (not JSON, a missing or mistyped field) is one 400 naming the field
+    -> each input becomes a window, or an error of its own: a bad series fails alone
+    -> all windows of the request go through one batched forward (`Forecaster.predict`)
+    -> {"id", "created_at", "status": completed | partial | error, "model", "outputs": [
+         {"type": "time_series_forecast", "id", "status": completed | error,
+          "content": [{"type", "name", "mean_forecast", "frequency", "start_timestamp", "quantiles"}],
+          "error": {"code", "message", "param", "type"}}]}
+
+``series`` is one price per day, oldest first (the models here forecast daily prices: other
+frequencies are refused per series). ``mean_forecast`` carries the model's point forecast (the
+median for quantile models). As the protocol says, ``quantiles`` are returned when
+``options.quantiles`` asks for them. The forecast's ``start_timestamp`` is the input's plus
+len(series) days, as the protocol computes it; the steps are the series' next observations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from alm_forecaster.errors import MALFORMED, InputError
+
+CONTENT_TYPE = "application/json"
+UNIVARIATE = "univariate_time_series"
+DAILY = ("D", "DAY")
+MAX_SERIES = 1000
+
+
+@dataclass(frozen=True)
+class SeriesInput:
+    """One input series: its position, name, prices (or the error that refuses it)."""
+
+    index: int
+    name: str
+    prices: np.ndarray | None
+    start: np.datetime64 | None
+    frequency: str
+    error: InputError | None = None
+
+
+@dataclass(frozen=True)
+class TimeSeriesRequest:
+    model: str
+    inputs: list[SeriesInput]
+    horizon: object
+    quantiles: object
+
+
+def is_json(payload: dict | bytes | bytearray | str, content_type: str | None) -> bool:
+    """A JSON document: already decoded (TorchServe decodes application/json bodies), or said so
+    by its content type (a body TorchServe could not decode arrives as bytes)."""
+    if isinstance(payload, dict):
+        return True
+    return bool(content_type) and content_type.split(";")[0].strip().lower() == CONTENT_TYPE
+
+
+def parse(payload: dict | bytes | bytearray | str) -> TimeSeriesRequest:
+    """The request document; a malformed document is a 400 naming the field."""
+    if isinstance(payload, dict):
+        document = payload
+    else:
+        try:
+            document = json.loads(payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _document(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise _document("the body must be a JSON object (a ForecastRequest)")
+    model = document.get("model")
+    if not isinstance(model, str) or not model:
+        raise _document("'model' must be a non-empty string")
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _document("'inputs' must be a non-empty list of time series")
+    if len(inputs) > MAX_SERIES:
+        raise _document(f"'inputs' has {len(inputs)} series; at most {MAX_SERIES} per request")
+    options = document.get("options", {})
+    if not isinstance(options, dict):
+        raise _document("'options' must be an object (horizon, quantiles)")
+    names: set[str] = set()
+    parsed = []
+    for i, item in enumerate(inputs):
+        if not isinstance(item, dict):
+            raise _document(f"'inputs[{i}]' must be an object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise _document(f"'inputs[{i}].name' must be a non-empty string")
+        if name in names:
+            raise _document(f"'inputs[{i}].name' {name!r} is not unique in the request")
+        names.add(name)
+        parsed.append(_series(i, name, item))
+    return TimeSeriesRequest(model, parsed, options.get("horizon"), options.get("quantiles"))
+
+
+def _series(i: int, name: str, item: dict) -> SeriesInput:
+    """One input, checked on its own: what is wrong with it fails this series only."""
+    frequency = item.get("frequency")
+    where = f"inputs[{i}]"
+    try:
+        if item.get("type") != UNIVARIATE:
+            raise series_error(f"{where}.type", f"must be {UNIVARIATE!r}, got {item.get('type')!r}", "bad_type")
+        if not isinstance(frequency, str) or frequency.upper() not in DAILY:
+            raise series_error(
+                f"{where}.frequency",
+                f"{frequency!r} is not supported: this model forecasts daily series ('D')",
+                "bad_frequency",
+            )
+        start = _timestamp(item.get("start_timestamp"), f"{where}.start_timestamp")
+        prices = _prices(item.get("series"), f"{where}.series")
+    except InputError as exc:
+        return SeriesInput(i, name, None, None, str(frequency), exc)
+    return SeriesInput(i, name, prices, start, frequency)
+
+
+def _prices(values: object, where: str) -> np.ndarray:
+    if not isinstance(values, list) or not values:
+        raise series_error(where, "must be a non-empty list of prices, oldest first", "bad_value")
+    for k, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise series_error(f"{where}[{k}]", f"{value!r} is not a number", "bad_value")
+        if not np.isfinite(value):
+            raise series_error(f"{where}[{k}]", f"{value!r} is not a finite number", "bad_value")
+        if value <= 0:
+            raise series_error(f"{where}[{k}]", f"price must be positive, got {value:g}", "non_positive_price")
+    return np.asarray(values, dtype=np.float64)
+
+
+def _timestamp(value: object, where: str) -> np.datetime64 | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return np.datetime64(value.rstrip("Z")[:19], "s")
+    except ValueError:
+        raise series_error(where, f"{value!r} is not an ISO 8601 timestamp", "bad_dates") from None
+
+
+def forecast_start(series: SeriesInput) -> str | None:
+    """The protocol's forecast start: the input's start plus len(series) days."""
+    if series.start is None or series.prices is None:
+        return None
+    start = series.start + np.timedelta64(len(series.prices), "D")
+    return str(start.astype("datetime64[s]")) + "Z"
+
+
+def output(series: SeriesInput, forecast: dict | None, error: InputError | None) -> dict:
+    """One ForecastOutput: the series' forecast, or its error."""
+    out = {"type": "time_series_forecast", "id": f"ts_{uuid.uuid4().hex}"}
+    if error is not None:
+        param = getattr(error, "param", f"inputs[{series.index}]")
+        return {
+            **out,
+            "status": "error",
+            "content": [],
+            "error": {"code": str(error.status), "message": error.message, "param": param, "type": error.reason},
+        }
+    content = {
+        "type": UNIVARIATE,
+        "name": series.name,
+        "mean_forecast": forecast["predicted_prices"],
+        "frequency": series.frequency,
+        "start_timestamp": forecast_start(series),
+    }
+    if forecast.get("quantiles"):
+        content["quantiles"] = forecast["quantiles"]
+    return {**out, "status": "completed", "content": [content]}
+
+
+def response(request: TimeSeriesRequest, model: str, outputs: list[dict]) -> dict:
+    """The ForecastResponse: completed when every series is, error when none is, else partial."""
+    done = sum(o["status"] == "completed" for o in outputs)
+    status = "completed" if done == len(outputs) else "error" if done == 0 else "partial"
+    return {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": model,
+        "outputs": outputs,
+    }
+
+
+def _document(problem: str) -> InputError:
+    return InputError(
+        f"Not a ForecastRequest: {problem}. A JSON body must be KServe's time-series ForecastRequest "
+        '({"model", "inputs": [{"type", "name", "series", "frequency"}], "options"}); a CSV is sent as a multipart '
+        "field (curl -F data=@prices.csv) or a text/csv body.",
+        status=MALFORMED,
+        reason="bad_json",
+    )
+
+
+def series_error(param: str, problem: str, reason: str) -> InputError:
+    error = InputError(f"{param}: {problem}.", reason=reason)
+    error.param = param
+    return error
+
+
+def request_document(
+    model: str, series: list[tuple[str, np.ndarray, np.ndarray]], horizon: int = 5, quantiles: list | None = None
+) -> dict:
+    """A ForecastRequest of daily series (name, dates, prices): what clients send."""
+    levels = quantiles if quantiles is not None else [0.05, 0.25, 0.5, 0.75, 0.95]
+    return {
+        "model": model,
+        "inputs": [
+            {
+                "type": UNIVARIATE,
+                "name": name,
+                "series": [float(p) for p in prices],
+                "frequency": "D",
+                "start_timestamp": str(np.datetime64(dates[0], "D")) + "T00:00:00Z",
+            }
+            for name, dates, prices in series
+        ],
+        "options": {"horizon": horizon, "quantiles": levels},
+    }

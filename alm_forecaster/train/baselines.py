@@ -1,0 +1,55 @@
+"""Distribution baselines a risk team uses: historical simulation and GARCH(1,1) with Student-t.
+
+Both forecast quantiles of the h-day log return log(P_{t+h}/P_t) made at origin t with data up
+to t only.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import stats
+
+HS_WINDOW = 250
+GARCH_WINDOW = 1000
+GARCH_REFIT = 20
+
+
+def historical_simulation(close: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]) -> np.ndarray:
+    """(len(origins), horizon, len(levels)): empirical quantiles of the last 250 overlapping
+    h-day returns that ended by the origin."""
+    logc = np.log(close)
+    out = np.full((len(origins), horizon, len(levels)), np.nan)
+    for h in range(1, horizon + 1):
+        ret = logc[h:] - logc[:-h]  # ret[s] = return from s to s+h, known at s+h
+        for i, t in enumerate(origins):
+            end = t - h + 1  # returns whose end day s+h <= t
+            past = ret[max(0, end - HS_WINDOW) : end]
+            out[i, h - 1] = np.quantile(past, levels)
+    return out
+
+
+def garch_t(close: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]) -> np.ndarray:
+    """GARCH(1,1), constant mean, Student-t innovations, refit every 20 origins on the last
+    1000 daily returns; the h-day return's quantile is mu*h + sqrt(sum of the h variance
+    forecasts) times the unit-variance t quantile."""
+    from arch import arch_model
+
+    r = 100 * np.diff(np.log(close))  # r[s-1] = return of day s
+    out = np.full((len(origins), horizon, len(levels)), np.nan)
+    params = None
+    for i, t in enumerate(origins):
+        sample = r[max(0, t - GARCH_WINDOW) : t]
+        model = arch_model(sample, mean="Constant", vol="GARCH", p=1, q=1, dist="t", rescale=False)
+        if params is None or i % GARCH_REFIT == 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                params = model.fit(disp="off", show_warning=False).params
+        fc = model.forecast(params=params, horizon=horizon, reindex=False)
+        var = fc.variance.values[-1]
+        mu, nu = params["mu"], params["nu"]
+        unit = stats.t.ppf(levels, nu) * np.sqrt((nu - 2) / nu)
+        for h in range(1, horizon + 1):
+            out[i, h - 1] = (mu * h + np.sqrt(var[:h].sum()) * unit) / 100
+    return out
