@@ -61,3 +61,21 @@ def embeddings_csv(
         cells = [f"{v:.6f}" for v in rng.standard_normal(input_size)] + [f"{price:.4f}"] + list((extra or {}).values())
         lines.append(",".join(cells))
     return (newline.join(lines) + newline).encode()
+
+
+def price_series(rows: int = 300, seed: int = 0, start: str = "2020-01-01") -> tuple[np.ndarray, np.ndarray]:
+    """(business days, closes) of a random walk with volatility clustering (a GARCH(1,1)-like
+    variance), positive and deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    variance, returns = 1e-4, np.empty(rows)
+    for i in range(rows):
+        returns[i] = np.sqrt(variance) * rng.standard_normal()
+        variance = 2e-6 + 0.1 * returns[i] ** 2 + 0.88 * variance
+    days = np.busday_offset(start, np.arange(rows), roll="forward")
+    return days, 100.0 * np.exp(np.cumsum(returns))
+
+
+def price_csv(rows: int = 300, seed: int = 0, header: str = "Date,Close") -> bytes:
+    """`price_series` as a single-price CSV (``header`` names the two columns)."""
+    days, closes = price_series(rows, seed)
+    return (header + "\n" + "".join(f"{d},{c!r}\n" for d, c in zip(days, closes.tolist(), strict=True))).encode()

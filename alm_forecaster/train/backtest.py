@@ -4,7 +4,8 @@
     K days after it -> one single-price CSV request per origin (its last rows_needed rows)
     -> Forecaster.predict, as the server runs it -> quantile prices per step
     -> the same origins for the baselines, from the same prices: persistence (point forecast),
-       historical simulation and GARCH(1,1) with Student-t innovations (`baselines.py`)
+       historical simulation, filtered historical simulation on the model's own EWMA
+       volatility, and GARCH(1,1) with Student-t innovations (`baselines.py`)
     -> per step: coverage of the 50% and 90% central intervals, pinball loss per level and
        averaged, Winkler scores, point MAE; at step 1, the 5% VaR backtest (Kupiec,
        Christoffersen, Basel traffic light over the last 250 days)
@@ -82,6 +83,7 @@ def run(
     points = {"model": q[..., head.median_index], "persistence": np.zeros_like(realised)}
     if baselines_too:
         quantiles["historical_simulation"] = baselines.historical_simulation(prices, origins, steps, head.levels)
+        quantiles["filtered_hs_ewma"] = baselines.filtered_historical_simulation(prices, origins, steps, head.levels)
         quantiles["garch11_t"] = baselines.garch_t(prices, origins, steps, head.levels)
     dates = np.asarray(dates)
     targets = np.stack([dates[origins + h] for h in range(1, steps + 1)], axis=1)

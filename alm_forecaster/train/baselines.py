@@ -1,6 +1,7 @@
-"""Distribution baselines a risk team uses: historical simulation and GARCH(1,1) with Student-t.
+"""Distribution baselines a risk team uses: historical simulation, filtered historical
+simulation (EWMA volatility) and GARCH(1,1) with Student-t innovations.
 
-Both forecast quantiles of the h-day log return log(P_{t+h}/P_t) made at origin t with data up
+Each forecasts quantiles of the h-day log return log(P_{t+h}/P_t) made at origin t with data up
 to t only.
 """
 
@@ -12,6 +13,7 @@ import numpy as np
 from scipy import stats
 
 HS_WINDOW = 250
+FHS_WINDOW = 1000
 GARCH_WINDOW = 1000
 GARCH_REFIT = 20
 
@@ -27,6 +29,27 @@ def historical_simulation(close: np.ndarray, origins: np.ndarray, horizon: int, 
             end = t - h + 1  # returns whose end day s+h <= t
             past = ret[max(0, end - HS_WINDOW) : end]
             out[i, h - 1] = np.quantile(past, levels)
+    return out
+
+
+def filtered_historical_simulation(
+    close: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]
+) -> np.ndarray:
+    """The last 1000 h-day returns that ended by the origin, each divided by the EWMA volatility
+    (the model's own sigma, `close_features`) at its start; their quantiles, times today's
+    sigma: what the model would be with a network that learned nothing beyond that scale."""
+    from alm_forecaster.close_features import features
+
+    _, sigma = features(close)
+    logc = np.log(close)
+    out = np.full((len(origins), horizon, len(levels)), np.nan)
+    for h in range(1, horizon + 1):
+        z = (logc[h:] - logc[:-h]) / (sigma[:-h] * np.sqrt(h))  # z[s]: from s to s+h, known at s+h
+        for i, t in enumerate(origins):
+            end = t - h + 1
+            past = z[max(0, end - FHS_WINDOW) : end]
+            past = past[np.isfinite(past)]
+            out[i, h - 1] = np.quantile(past, levels) * sigma[t] * np.sqrt(h)
     return out
 
 

@@ -97,6 +97,8 @@ def write(results: dict, out: Path, stem: str, command: str) -> list[Path]:
         f"Produced by `{command}` (checkpoint sha256 {results['checkpoint_sha256'][:12]}). Held-out origins "
         f"from {results['holdout_start']}; every figure below comes from that one run.",
         "",
+        *METHOD,
+        *summary(results),
     ]
     figures = []
     for m, bt in results["series"]:
@@ -112,6 +114,64 @@ def write(results: dict, out: Path, stem: str, command: str) -> list[Path]:
     data = out / f"{stem}.json"
     data.write_text(json.dumps({**{k: v for k, v in results.items() if k != "series"}, "series": figures}, indent=1))
     return [path, data, *written]
+
+
+METHOD = [
+    "## How the quantiles are made",
+    "",
+    "One price a day -> 19 scale-free features (standardised returns and their sizes, volatility "
+    "ratios, standardised 5/20/60-day returns, distance to the 60-day high and low; "
+    "`alm_forecaster/close_features.py`) over a 20-day window -> an xLSTM (hidden 32, blocks sLSTM + "
+    "mLSTM) whose head gives, per step, a median and cumulative softplus steps above and below it: "
+    "standardised quantiles that cannot cross. They are scaled by the window's EWMA volatility "
+    "(lambda 0.94) times sqrt(h). Trained with the pinball loss on the S&P 500 and WTI before 2010 "
+    "(early stopping on 2010-2011), then recalibrated level by level on 2012-2014: each level is "
+    "shifted by the quantile of its errors there, so that its coverage on that span is nominal "
+    "(`alm_forecaster/train/quantile_training.py`). Nothing from the held-out start on is read in "
+    "training or calibration.",
+    "",
+    "Baselines, computed in the same run from the same prices: persistence (point), historical "
+    "simulation (quantiles of the last 250 overlapping h-day returns), filtered historical "
+    "simulation on the model's own EWMA volatility (the last 1,000 h-day returns standardised by "
+    "it: what the model is without anything learned beyond that scale) and GARCH(1,1) with "
+    "Student-t innovations (`arch`, refit every 20 days on the last 1,000 returns; the h-day "
+    "quantile from the summed variance forecasts).",
+    "",
+]
+
+
+def summary(results: dict) -> list[str]:
+    """The verdict: every target, per series, and what the network adds over its own scale."""
+    lines = ["## Verdict", "", "| series | target | figure | verdict |", "|---|---|---|---|"]
+    for m, _ in results["series"]:
+        for t in m["targets"]:
+            lines.append(f"| {m['series']} ({m['role']}) | {t['target']} | {t['figure']} | {verdict_word(t)} |")
+    lines += [
+        "",
+        "Mean pinball loss of the model relative to filtered historical simulation on the same "
+        "EWMA volatility, by step (below 1: the network adds something):",
+        "",
+    ]
+    spread: list[float] = []
+    for m, _ in results["series"]:
+        fhs = m["methods"].get("filtered_hs_ewma")
+        if fhs:
+            ratios = [
+                a["pinball_mean_bp"] / b["pinball_mean_bp"]
+                for a, b in zip(m["methods"]["model"]["steps"], fhs["steps"], strict=True)
+            ]
+            lines.append(f"- {m['series']}: " + ", ".join(f"{r:.3f}" for r in ratios))
+            spread.extend(ratios)
+    if spread:
+        lines += [
+            "",
+            f"Across series and steps that ratio lies between {min(spread):.3f} and {max(spread):.3f}: the "
+            "calibrated distribution's advantage over historical simulation comes from scaling by the "
+            "EWMA volatility; the network itself adds "
+            + ("nothing measurable beyond it." if max(abs(r - 1) for r in spread) < 0.01 else "a measurable amount."),
+        ]
+    lines += [""]
+    return lines
 
 
 def verdict_word(target: dict) -> str:
