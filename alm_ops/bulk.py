@@ -3,6 +3,7 @@
     python scripts/client.py FILE [FILE ...] [--url http://127.0.0.1:8080] [--model NAME[/VERSION]]
            [--concurrency 4] [--format jsonl|csv] [--output PATH] [--plot DIR]
            [--token-file key_file.json] [--retries 4] [--backoff 0.5] [--timeout 60] [--no-progress]
+           [--horizon H] [--quantiles 0.05,0.95] [--one-request]
 
 Each file is sent as the multipart field ``data`` (as ``curl -F data=@file.csv``) to
 ``POST {url}/predictions/{model}[/{version}]``, at most ``--concurrency`` at a time; a progress
@@ -12,6 +13,11 @@ bar goes to stderr. Results come out in the order of the files given, one per fi
 * ``--format jsonl`` (default): ``{"file": ..., "status": 200, "forecast": {...}}``, or
   ``{"file": ..., "status": 422, "error": "<the server's message>"}`` for a refused file;
 * ``--format csv``: ``file,status,model,model_version,current_price,price_1..price_K,error``.
+
+``--horizon`` and ``--quantiles`` are sent with each file (multipart fields). ``--one-request``
+sends every file's prices (a Date column and one price column each) as ONE JSON request in the
+shape of KServe's time-series protocol, which the server forecasts in one batched forward; a
+bad file fails alone, with the server's message.
 
 ``--plot DIR`` writes ``DIR/<file stem>.png`` per forecast file: the input's price history (its
 ``last_price`` column, else ``close``/``adj close``) with the forecast appended.
@@ -53,6 +59,9 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from alm_forecaster import prices, timeseries_api
+from alm_forecaster.errors import InputError
+from alm_forecaster.table import read_table
 from alm_ops import serve_config
 from alm_ops.api import TorchServeApi, UsageError, server_message, token_refused
 from alm_ops.keys import KeyFileError, Token
@@ -122,7 +131,8 @@ class Client:
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.keep_payload, self.sleep = keep_payload, sleep
 
-    def forecast(self, path: str) -> Result:
+    def forecast(self, path: str, options: dict[str, str] | None = None) -> Result:
+        """One CSV file, with its options (``horizon``, ``quantiles``) as multipart fields."""
         result = Result(path)
         try:
             payload = Path(path).read_bytes()
@@ -131,15 +141,52 @@ class Client:
             return result
         if self.keep_payload:  # for the plot
             result.payload = payload
+        files = {"data": (Path(path).name, payload, "application/octet-stream")}
+        return self._post(result, files=files, data=options or None)
+
+    def forecast_series(self, paths: list[str], horizon: int | None, quantiles: list[float] | None) -> list[Result]:
+        """Every file's prices in ONE JSON request (KServe's time-series protocol): one result per
+        file, from its output in the answer."""
+        series, results = [], {}
+        for path in paths:
+            try:
+                table = read_table(Path(path).read_bytes())
+                found = prices.from_table(table, len(table.rows))
+                series.append((path, found.dates, found.prices))
+            except (OSError, InputError) as exc:
+                results[path] = Result(path, error=getattr(exc, "message", None) or f"cannot read the file: {exc}")
+        if series:
+            document = timeseries_api.request_document(self.model, series, horizon or 5, quantiles)
+            if horizon is None:
+                document["options"].pop("horizon")
+            answer = self._post(Result("(request)"), json=document)
+            outputs = (answer.forecast or {}).get("outputs") or []
+            for (path, *_), output in zip(series, outputs, strict=False):
+                result = Result(path, status=answer.status, attempts=answer.attempts)
+                if output["status"] == "completed":
+                    content = output["content"][0]
+                    result.forecast = {
+                        "predicted_prices": content["mean_forecast"],
+                        "model": self.model,
+                        "quantiles": content.get("quantiles"),
+                        "start_timestamp": content["start_timestamp"],
+                    }
+                else:
+                    result.error = output["error"]["message"]
+                results[path] = result
+            for path, *_ in series[len(outputs) :]:
+                results[path] = Result(path, status=answer.status, error=answer.error or "no output for this series")
+        return [results[path] for path in paths]
+
+    def _post(self, result: Result, **body) -> Result:
+        """POST to the model with retries on 503/507/connection errors; fills ``result``."""
         attempt = 0
         while True:
             result.attempts += 1
             try:
                 # A key the server refuses is read again from its key file and sent once more
                 # (TorchServeApi.send): a rotation, not a retry.
-                response = self.api.predict(
-                    self.model, self.version, files={"data": (Path(path).name, payload, "application/octet-stream")}
-                )
+                response = self.api.predict(self.model, self.version, **body)
             except requests.exceptions.ReadTimeout:
                 result.error = f"no answer within {self.timeout:g} s (not retried; raise --timeout)"
                 return result
@@ -290,6 +337,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backoff", type=float, default=0.5, help="first retry delay, s, doubled each time")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer (default 60)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--horizon", type=int, default=None, help="steps to return (default: all the model's)")
+    parser.add_argument("--quantiles", default=None, help="comma-separated quantile levels, e.g. 0.05,0.95")
+    parser.add_argument(
+        "--one-request",
+        action="store_true",
+        help="send every file's prices as ONE JSON request (KServe time-series protocol; one forward)",
+    )
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
         parser.error("--concurrency >= 1, --retries >= 0, --backoff >= 0 and --timeout > 0")
@@ -315,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    options = {k: str(v) for k, v in (("horizon", args.horizon), ("quantiles", args.quantiles)) if v is not None}
+    if args.one_request:
+        levels = [float(q) for q in args.quantiles.split(",")] if args.quantiles else None
+        return report(client.forecast_series(args.files, args.horizon, levels), args)
     results: list[Result | None] = [None] * len(args.files)
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     written = 0
@@ -324,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             ThreadPoolExecutor(max_workers=args.concurrency) as pool,
             tqdm(total=len(args.files), file=sys.stderr, unit="file", disable=args.no_progress, desc="forecast") as bar,
         ):
-            futures = {pool.submit(client.forecast, path): i for i, path in enumerate(args.files)}
+            futures = {pool.submit(client.forecast, path, options): i for i, path in enumerate(args.files)}
             for future in as_completed(futures):
                 i = futures[future]
                 results[i] = future.result()
@@ -349,6 +407,25 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out.flush()
 
+    return summary(results)
+
+
+def report(results: list[Result], args: argparse.Namespace) -> int:
+    """The results of a one-request run, written at once in file order."""
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "csv":
+            csv.writer(out, lineterminator="\n").writerows(csv_rows(results))
+        else:
+            out.writelines(json.dumps(r.to_json()) + "\n" for r in results)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return summary(results)
+
+
+def summary(results: list[Result]) -> int:
+    """Exit status 1 and the failed files on stderr when any failed."""
     failed = [r for r in results if not r.ok]
     if failed:
         print(f"{len(failed)} of {len(results)} file(s) failed:", file=sys.stderr)

@@ -337,7 +337,7 @@ CASES = [
         "json-content-type",
         _(json.dumps({"emb_0": [0.1], "last_price": [1.0]}).encode()),
         400,
-        "The request body is JSON; this endpoint expects a CSV file",
+        "Not a ForecastRequest: 'model' must be a non-empty string. A JSON body must be KServe's time-series",
         transports=("application-json",),
     ),
     Case(

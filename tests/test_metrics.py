@@ -198,7 +198,7 @@ def test_known_traffic_moves_the_counters_exactly(torchserve):
         "too_few_rows": dict(files={"data": ("p.csv", embeddings_csv(rows=5, input_size=TINY.input_size))}),
         "bad_value": dict(files={"data": ("p.csv", with_cell(good[0], row=3, value=b"abc"))}),
         "encoding": dict(data="é".encode("latin-1") * 10, headers={"Content-Type": "application/octet-stream"}),
-        "json_body": dict(json={"rows": []}),
+        "bad_json": dict(json={"rows": []}),
     }
     requests_ = [dict(files={"data": (f"g{i}.csv", csv)}) for i, csv in enumerate(good)]
     requests_ += list(bad.values()) + [bad["missing_columns"]]  # missing_columns twice

@@ -1,7 +1,8 @@
 """docs/openapi.yaml against the live server (conftest.py's session TorchServe), by schemathesis.
 
 Schemathesis generates requests from the document (multipart ``data``/``file``, raw
-``text/csv`` and ``application/octet-stream`` bodies; schema-valid and schema-violating ones)
+``text/csv`` and ``application/octet-stream`` bodies, JSON ForecastRequests, the option headers;
+schema-valid and schema-violating ones)
 and checks every answer: no 5xx, a status the document lists, the content type and the body
 schema it declares. Requests go to the session's ``tiny`` model with the inference token;
 ``model``/``version`` path values are kept real (random names would only ever reach
@@ -48,7 +49,7 @@ OPERATIONS = {
     "/predictions/{model}": {"model": MODEL},
     "/predictions/{model}/{version}": {"model": MODEL, "version": VERSION},
 }
-MEDIA_TYPES = ["multipart/form-data", "text/csv", "application/octet-stream"]
+MEDIA_TYPES = ["multipart/form-data", "application/json", "text/csv", "application/octet-stream"]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)

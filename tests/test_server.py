@@ -143,7 +143,7 @@ def test_concurrent_batch_with_two_bad_requests(torchserve, offline):
 @pytest.mark.parametrize(
     ("kwargs", "status", "fragment"),
     [
-        (dict(json={"rows": []}), 400, "The request body is JSON; this endpoint expects a CSV file"),
+        (dict(json={"rows": []}), 400, "Not a ForecastRequest: 'model' must be a non-empty string"),
         (dict(files={"csv": ("p.csv", b"emb_0\n1\n")}), 400, "No CSV found in the request (form fields received: 'csv"),
         (dict(data=b"", headers={"Content-Type": "text/csv"}), 400, "The body is empty"),
         (
