@@ -30,6 +30,7 @@ from alm_ops import archive
 from alm_ops.launcher import TorchServe, start_torchserve
 
 from . import ROOT
+from .inprocess import median_ms
 
 CHECKPOINT = ROOT / "models" / "alm_quantiles.pt"
 MODEL = "alm_quantiles"
@@ -48,16 +49,6 @@ def point_twin() -> Forecaster:
         {"model_state_dict": state, "config": config, "feature_pipeline": payload["feature_pipeline"]}, CHECKPOINT
     )
     return Forecaster(twin, "point_twin", device=torch.device("cpu"))
-
-
-def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def head_overhead(runs: int = 200, threads: int = 1) -> dict:

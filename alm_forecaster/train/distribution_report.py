@@ -179,30 +179,27 @@ def verdict_word(target: dict) -> str:
     return "stated" if target["holds"] is None else "met" if target["holds"] else "missed"
 
 
+def step_table(m: dict, methods: list[str], what: str, cell) -> list[str]:
+    """A Markdown table: one row per step, one column per method, ``cell(step metrics)`` each."""
+    lines = ["| step | " + " | ".join(f"{x} {what}" for x in methods) + " |", "|---|" + "---|" * len(methods)]
+    for h in range(len(m["methods"]["model"]["steps"])):
+        lines.append(f"| {h + 1} | " + " | ".join(cell(m["methods"][x]["steps"][h]) for x in methods) + " |")
+    return lines
+
+
 def section(m: dict, fan: str, cov: str) -> list[str]:
     role = "a series used in training, its held-out span" if m["role"] == "trained" else "never used in training"
     lines = [f"## {m['series']} ({role})", "", f"{m['origins']} origins, {m['first']} .. {m['last']}.", ""]
     methods = list(m["methods"])
-    lines += ["| step | " + " | ".join(f"{x} cov90 / cov50" for x in methods) + " |", "|---|" + "---|" * len(methods)]
-    for h in range(len(m["methods"]["model"]["steps"])):
-        cells = [
-            f"{m['methods'][x]['steps'][h]['coverage90']:.3f} / {m['methods'][x]['steps'][h]['coverage50']:.3f}"
-            for x in methods
-        ]
-        lines.append(f"| {h + 1} | " + " | ".join(cells) + " |")
+    lines += step_table(m, methods, "cov90 / cov50", lambda s: f"{s['coverage90']:.3f} / {s['coverage50']:.3f}")
     lines += [
         "",
         "Mean pinball loss (basis points of log return; lower is better) and Winkler score of the 90% interval:",
         "",
-        "| step | " + " | ".join(f"{x} pinball / winkler90" for x in methods) + " |",
-        "|---|" + "---|" * len(methods),
     ]
-    for h in range(len(m["methods"]["model"]["steps"])):
-        cells = [
-            f"{m['methods'][x]['steps'][h]['pinball_mean_bp']:.2f} / {m['methods'][x]['steps'][h]['winkler90_bp']:.0f}"
-            for x in methods
-        ]
-        lines.append(f"| {h + 1} | " + " | ".join(cells) + " |")
+    lines += step_table(
+        m, methods, "pinball / winkler90", lambda s: f"{s['pinball_mean_bp']:.2f} / {s['winkler90_bp']:.0f}"
+    )
     lines += [
         "",
         "Pinball loss per level at step 1 (bp):",
