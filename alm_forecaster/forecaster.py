@@ -156,6 +156,7 @@ class Forecaster:
         slots = {(i, k): w for i, p in parsed.items() for k, w in enumerate(p.windows) if isinstance(w, Window)}
         parse_done = time.perf_counter()
         raw, failures = self._forward_isolated(slots)
+        raw = self._quantile_returns(raw, slots)
         forward_done = time.perf_counter()
         for i, p in parsed.items():
             outcomes[i] = self._answer(i, p, raw, failures)
@@ -263,6 +264,16 @@ class Forecaster:
         with torch.inference_mode():
             return self.model(batch).float().cpu().numpy()
 
+    def _quantile_returns(self, raw: dict, windows: dict) -> dict:
+        """For a quantile model, every window's raw outputs -> its (K, Q) quantile returns, in one
+        call for the whole batch; a point model's outputs pass through."""
+        if self.quantile_head is None or not raw:
+            return raw
+        slots = list(raw)
+        sigma = np.array([windows[slot].scale for slot in slots])
+        returns = self.quantile_head.returns(np.stack([raw[slot] for slot in slots]), sigma)
+        return dict(zip(slots, returns, strict=True))
+
     def _answer(self, i: int, parsed: _Parsed, raw: dict, failures: dict) -> Outcome:
         """The request's outcome from its windows' outputs."""
         bodies: list[dict | InputError | Outcome] = []
@@ -280,11 +291,12 @@ class Forecaster:
             return Outcome.from_error(body) if isinstance(body, InputError) else Outcome.forecast(body)
         return self._document_outcome(parsed.document, bodies)
 
-    def _forecast(self, raw: np.ndarray, window: Window, chosen: options.ForecastOptions) -> dict | InputError:
+    def _forecast(self, out: np.ndarray, window: Window, chosen: options.ForecastOptions) -> dict | InputError:
+        """``out``: a point model's returns (K,), or a quantile model's quantile returns (K, Q)."""
         try:
             if self.quantile_head is None:
-                return forecast_response(raw, window.current_price, self.name, self.version, chosen.horizon)
-            q = self.quantile_head.returns(torch.from_numpy(raw[None]), np.array([window.scale]))[0]
+                return forecast_response(out, window.current_price, self.name, self.version, chosen.horizon)
+            q = out
             levels = self.quantile_head.levels
             by_level = {lv: q[:, levels.index(lv)] for lv in chosen.levels}
             point = q[:, self.quantile_head.median_index]

@@ -12,6 +12,7 @@ and one 200-series JSON request against 200 single-price requests through a real
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -66,18 +67,29 @@ def head_overhead(runs: int = 200, threads: int = 1) -> dict:
         forwards = {
             "point": lambda w=windows: point.forward(w),
             # the network, then the head: non-crossing quantiles, calibration, volatility scaling
-            "quantile": lambda w=windows, s=sigma: quantile.quantile_head.returns(
-                torch.from_numpy(quantile.forward(w)), s
-            ),
+            "quantile": lambda w=windows, s=sigma: quantile.quantile_head.returns(quantile.forward(w), s),
+        }
+        predicts = {
+            name: (lambda fc=fc, b=bodies: fc.predict(b)) for name, fc in (("point", point), ("quantile", quantile))
         }
         row = {}
-        for name, fc in (("point", point), ("quantile", quantile)):
-            row[f"{name}_forward_ms"] = median_ms(forwards[name], runs)
-            row[f"{name}_predict_ms"] = median_ms(lambda fc=fc, b=bodies: fc.predict(b), max(runs // 4, 20))
-        row["forward_ratio"] = row["quantile_forward_ms"] / row["point_forward_ms"]
-        row["predict_ratio"] = row["quantile_predict_ms"] / row["point_predict_ms"]
+        for what, fns, count in (("forward", forwards, runs), ("predict", predicts, max(runs // 4, 20))):
+            point_ms, quantile_ms, ratios = paired(fns["point"], fns["quantile"], count)
+            row[f"point_{what}_ms"], row[f"quantile_{what}_ms"] = point_ms, quantile_ms
+            row[f"{what}_ratio"] = ratios
         out["batches"][batch] = row
     return out
+
+
+def paired(a, b, runs: int) -> tuple[float, float, float]:
+    """Median ms of ``a`` and of ``b`` run alternately (A B A B ...), and the median of the
+    pair-by-pair ratios b/a: a busy machine slows both sides of a pair alike."""
+    a_ms, b_ms = [], []
+    for _ in range(runs):
+        a_ms.append(median_ms(a, 1))
+        b_ms.append(median_ms(b, 1))
+    ratios = [y / x for x, y in zip(a_ms, b_ms, strict=True)]
+    return statistics.median(a_ms), statistics.median(b_ms), statistics.median(ratios)
 
 
 def served(workdir: Path, repeats: int = 5, clients: int = 8) -> dict:
@@ -123,8 +135,9 @@ def _status(server: TorchServe, body: bytes) -> int:
 
 
 def run(runs: int, repeats: int) -> dict:
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        return {"head": head_overhead(runs), "served": served(Path(tmp), repeats)}
+        return {"load_average_1min": load, "head": head_overhead(runs), "served": served(Path(tmp), repeats)}
 
 
 def markdown(results: dict, command: str) -> str:
@@ -132,8 +145,9 @@ def markdown(results: dict, command: str) -> str:
     lines = [
         "## Forecast distributions: what the quantiles cost",
         "",
-        f"`{command}` (1 torch thread, medians of {head['runs']} runs; a private TorchServe with the shipped "
-        "archive settings for the served part).",
+        f"`{command}` (1 torch thread; {head['runs']} alternating point/quantile pairs, medians, the ratio is "
+        "the median of the pair-by-pair ratios; a private TorchServe with the shipped archive settings for the "
+        f"served part; load average {results['load_average_1min']:.1f} when it started).",
         "",
         "| batch | forward point / quantile (ms) | ratio | predict point / quantile (ms) | ratio |",
         "|---|---|---|---|---|",
