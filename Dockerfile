@@ -56,13 +56,14 @@ RUN python3 -m venv .venv \
     && .venv/bin/pip install -q -r requirements-serve.txt
 COPY . .
 # The README's set-up on the serving requirements (the project, editable; the compiled kernel,
-# which must build here: the image is for serving at full speed). Then what only building needs
+# which must build here, the image is for serving at full speed: the second build is a no-op
+# that fails loudly when the first could not build it). Then what only building needs
 # goes: C++ headers, torch's own test programs, pip and setuptools, and the packages of torch's
 # compiler stack (sympy, mpmath, networkx: torch.compile's symbolic shapes and graph passes),
 # which an eager forward never imports; tests/deploy/test_image.py serves forecasts from the image.
 RUN scripts/setup_env.sh --serve \
-    && .venv/bin/python -c "from alm_forecaster import native; assert native.is_loaded(), native.load_error()" \
-    && site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+    && .venv/bin/python -m alm_forecaster.native \
+    && site=$(echo .venv/lib/python3*/site-packages) \
     && rm -rf "$site/torch/include" "$site/torch/share/cmake" \
     && find "$site/torch/bin" -type f ! -name torch_shm_manager -delete \
     && .venv/bin/python -m pip uninstall -q -y sympy mpmath networkx setuptools pip
