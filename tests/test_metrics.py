@@ -240,11 +240,15 @@ def test_known_traffic_moves_the_counters_exactly(torchserve):
     # The exported shape: types, and the labels the dashboard queries.
     for name, (kind, dims) in DOMAIN.items():
         assert f"# TYPE {name} {kind}" in text
-        series = [dict(labels) for (metric, labels) in samples if metric == name and ("ModelName", model) in labels]
-        assert series, f"{name} not exported for {model}"
+        # Other tests may register more versions of the session's model: look at this one's series.
+        series = [
+            dict(labels)
+            for (metric, labels) in samples
+            if metric == name and ("ModelName", model) in labels and ("ModelVersion", version) in labels
+        ]
+        assert series, f"{name} not exported for {model} {version}"
         for labels in series:
-            assert set(labels) == {*dims, "Hostname"} and labels["ModelVersion"] == version
-            assert labels["Level"] == "Model"
+            assert set(labels) == {*dims, "Hostname"} and labels["Level"] == "Model"
     stage_times = [
         v
         for (m, labels), v in samples.items()
