@@ -142,12 +142,12 @@ def test_the_pods_shutdown_answers_or_refuses_every_request(own_server):
 
 
 def test_torchserve_alone_refuses_new_connections_but_drops_what_it_holds(own_server):
-    """What TorchServe 0.12 allows on SIGTERM: new connections are refused at once; requests it
-    holds may get no answer at all (its connections are closed), never an error answer."""
+    """What TorchServe 0.12 allows on SIGTERM: new connections are refused at once; a request it
+    holds is answered if it finishes first, else its connection is closed without an answer
+    (never left hanging, never a wrong forecast)."""
     operations, expected = own_server
     load, did = stopped_under_load(operations, expected, "sigterm")
     tally = load.tally
     assert tally.failed["refused"] > 0, tally.failed
-    assert set(tally.failed) <= {"refused", "no answer"}, tally.failed
-    assert set(tally.in_flight) <= {"200", "no answer"}, tally.in_flight
-    print(f"in flight at SIGTERM: {dict(tally.in_flight)}")
+    assert not tally.failed["timeout"] and not tally.failed["wrong forecast"], tally.failed
+    print(f"in flight at SIGTERM: {dict(tally.in_flight)}; failed: {dict(tally.failed)}")
