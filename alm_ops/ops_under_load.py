@@ -305,9 +305,7 @@ class Operations:
     def prepare(self, operation: str) -> None:
         """The state an operation starts from, set before the load starts."""
         workers = {"scale-up": 1, "scale-down": 4, "scale-down-steps": 4}.get(operation, 2)
-        self.cli("scale", self.model, "--min", str(workers), "--max", "4", "--timeout", str(WAIT_S))
-        if workers != 4:  # exactly that many (a larger max would let none go)
-            self.cli("scale", self.model, "--min", str(workers), "--timeout", str(WAIT_S))
+        self.cli("scale", self.model, "--min", str(workers), "--timeout", str(WAIT_S))
         if operation == "pod-stop":
             self.gateway = self.stack.enter_context(start_gateway(self.server, self.server.workdir / "gateway"))
         if operation == "rollout":
