@@ -50,6 +50,25 @@ def token_refused(response: requests.Response) -> bool:
     )
 
 
+#: TorchServe's answer to the requests of a batch whose worker process stopped under them (killed,
+#: crashed, or stopped by a scale-down): 500, or 507 when the process was killed by SIGKILL.
+WORKER_DIED = "Worker died."
+
+
+def worker_died(response: requests.Response) -> bool:
+    """TorchServe's own ``{"code": 500|507, "type": ..., "message": "Worker died."}``: the request
+    reached a worker that stopped before answering. A forecast is a pure function of its input,
+    so resending it is safe. Never the handler's own 500/507 (``{"error": ..., "code": ...}``),
+    which is this request's failure and would fail again."""
+    if response.status_code not in (500, 507):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" not in body and body.get("message") == WORKER_DIED
+
+
 def server_message(response: requests.Response) -> str:
     """The server's own words: the handler's ``error``, TorchServe's ``message``, or the text."""
     try:

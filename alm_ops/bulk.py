@@ -33,12 +33,18 @@ Retries, with exponential backoff (``--backoff`` x 2^attempt, +-10 % jitter, at 
 the server's Retry-After) up to ``--retries`` times, ONLY for:
 
 * HTTP 503 (TorchServe: no worker free, queue full, worker restarting) and 507 (out of memory);
+* TorchServe's own 500 ``Worker died.`` (body ``{"code", "type", "message": "Worker died."}``):
+  the worker holding the request stopped (a scale-down, a killed or crashed worker);
 * connection errors (refused, reset, connect timeout): the server is restarting or not up
-  yet; a forecast is a pure function of the file, so re-sending it is safe.
+  yet, or stopped while the request was in flight.
 
-Never for 4xx (the file or the token is wrong: resending cannot help), 500 (the handler failed
-on this file), or a read timeout (the server is slow: resending would add load; raise
-``--timeout`` instead). Exit status: 0 when every file was forecast, 1 when any failed (they
+* a read timeout, once: TorchServe 0.12 can lose a request whose worker it stops (a
+  scale-down, a killed worker) without ever answering it. A second timeout is reported: the
+  server is slow, and more copies would only add load (raise ``--timeout`` instead).
+
+A forecast is a pure function of the file, so re-sending it is safe. Never for 4xx (the file
+or the token is wrong: resending cannot help) or the handler's own 500 (``{"error": ...}``: it
+failed on this file). Exit status: 0 when every file was forecast, 1 when any failed (they
 are listed on stderr with the server's message), 2 for bad arguments or an unreadable token file.
 """
 
@@ -63,7 +69,7 @@ from alm_forecaster import prices, timeseries_api
 from alm_forecaster.errors import InputError
 from alm_forecaster.table import read_table
 from alm_ops import serve_config
-from alm_ops.api import TorchServeApi, UsageError, server_message, token_refused
+from alm_ops.api import TorchServeApi, UsageError, server_message, token_refused, worker_died
 from alm_ops.keys import KeyFileError, Token
 
 TOKEN_ENV = "ALM_INFERENCE_TOKEN"
@@ -179,8 +185,9 @@ class Client:
         return [results[path] for path in paths]
 
     def _post(self, result: Result, **body) -> Result:
-        """POST to the model with retries on 503/507/connection errors; fills ``result``."""
-        attempt = 0
+        """POST to the model with retries on 503/507, ``Worker died.``, connection errors and
+        one read timeout; fills ``result``."""
+        attempt, timed_out = 0, False
         while True:
             result.attempts += 1
             try:
@@ -188,8 +195,14 @@ class Client:
                 # (TorchServeApi.send): a rotation, not a retry.
                 response = self.api.predict(self.model, self.version, **body)
             except requests.exceptions.ReadTimeout:
-                result.error = f"no answer within {self.timeout:g} s (not retried; raise --timeout)"
-                return result
+                if timed_out or attempt >= self.retries:
+                    times = "twice" if timed_out else "once"
+                    result.error = f"no answer within {self.timeout:g} s, {times} (raise --timeout)"
+                    return result
+                timed_out = True
+                self.sleep(backoff_delay(attempt, self.backoff))
+                attempt += 1
+                continue
             except requests.ConnectionError as exc:
                 if attempt >= self.retries:
                     result.error = (
@@ -206,7 +219,7 @@ class Client:
                 except ValueError:
                     result.error = f"the server answered 200 without JSON: {response.text[:200]!r}"
                 return result
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
+            if (response.status_code in RETRY_STATUSES or worker_died(response)) and attempt < self.retries:
                 self.sleep(backoff_delay(attempt, self.backoff, response.headers.get("Retry-After")))
                 attempt += 1
                 continue
@@ -333,7 +346,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the results here instead of stdout")
     parser.add_argument("--plot", type=Path, metavar="DIR", help="write a PNG per forecast file into DIR")
     parser.add_argument("--token-file", type=Path, help="TorchServe key_file.json (key 'inference')")
-    parser.add_argument("--retries", type=int, default=4, help="retries on 503/507/connection errors (default 4)")
+    parser.add_argument(
+        "--retries", type=int, default=4, help="retries on 503/507, 'Worker died.' and connection errors (default 4)"
+    )
     parser.add_argument("--backoff", type=float, default=0.5, help="first retry delay, s, doubled each time")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer (default 60)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -6,7 +6,8 @@ temp and log directories (key_file.json lands in the working directory), the rep
 config.properties rendered with those ports and the given model store. The block starts when
 every worker of the models loaded at start is READY (management API, not /ping) and yields a
 `TorchServe`; at the end ``torchserve --stop`` runs and every process of the server (launcher,
-JVM, workers) must be gone (a leftover is killed and reported).
+JVM, workers) must be gone (a leftover is killed and reported). `start_gateway` puts the
+pod's token gateway (docker/token_gateway.py, as a process) in front of such a server.
 
     python -m alm_ops.launcher wait-ready RUN_DIR MODEL ... [--timeout S] [--started EPOCH]
 
@@ -36,6 +37,7 @@ from alm_ops import archive, serve_config
 from alm_ops.api import ApiError, TorchServeApi, custom_metadata
 from alm_ops.keys import KINDS, KeyFileError, Token, read_key, read_keys
 
+ROOT = Path(__file__).resolve().parent.parent
 TORCHSERVE = str(Path(sys.executable).with_name("torchserve"))
 #: Seconds allowed from launch to every worker READY (a few seconds normally; CI shares 2 cores).
 READY_TIMEOUT = 120
@@ -250,6 +252,57 @@ def stop_torchserve(server: TorchServe, env: dict[str, str]) -> list[str]:
         if not crashed:
             problems.append("key_file.json left behind by --stop")
     return problems
+
+
+class Gateway:
+    """docker/token_gateway.py running in front of a `TorchServe` (as in a Kubernetes pod)."""
+
+    def __init__(self, url: str, token: str, process: subprocess.Popen, log: Path) -> None:
+        self.url, self.token, self.process, self.log = url, token, process, log
+
+
+@contextlib.contextmanager
+def start_gateway(server: TorchServe, workdir: Path, token: str = "gateway-client-token") -> Iterator[Gateway]:
+    """The pod's token gateway on a free loopback port, forwarding to ``server`` with its key
+    file, clients showing ``token``; stopped (SIGTERM: it drains) at the end of the block if it
+    is still running."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "token").write_text(token + "\n")
+    port = free_ports(1)[0]
+    command = [
+        sys.executable,
+        str(ROOT / "docker" / "token_gateway.py"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--token-file",
+        str(workdir / "token"),
+        "--run-dir",
+        str(server.workdir),
+        "--inference",
+        server.inference_url,
+        "--management",
+        server.management_url,
+    ]
+    log = workdir / "gateway.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield Gateway(f"http://127.0.0.1:{port}", token, process, log)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 # -- the server of scripts/serve.sh ----------------------------------------------------------------

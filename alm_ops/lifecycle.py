@@ -2,8 +2,8 @@
 
     python scripts/lifecycle.py register ARCHIVE.mar [--workers N] [--wait] [--timeout S] [--name NAME]
     python scripts/lifecycle.py scale MODEL[/VERSION] --min N [--max M] [--timeout S]
-    python scripts/lifecycle.py set-default MODEL VERSION
-    python scripts/lifecycle.py unregister MODEL [VERSION] [--all]
+    python scripts/lifecycle.py set-default MODEL VERSION [--timeout S]
+    python scripts/lifecycle.py unregister MODEL [VERSION] [--all] [--drain S] [--timeout S]
     python scripts/lifecycle.py list [--json]
     python scripts/lifecycle.py describe MODEL[/VERSION]
 
@@ -22,13 +22,22 @@ register   ``POST /models?url=ARCHIVE&synchronous=false``: returns at once (202)
            outside it: config.properties' allowed_urls); a path (with a ``/``) is sent as a
            ``file://`` URL of that absolute path, which must lie in the model store too.
 scale      ``PUT /models/MODEL[/VERSION]?min_worker=N[&max_worker=M]&synchronous=true``, then
-           waits until the workers are READY and their count is between N and M. Without
-           ``--max`` TorchServe sets max_worker to N as well: the model gets exactly N workers
-           (up or down); with ``--max M`` it keeps between N and M (it stops workers above M).
-set-default  ``PUT /models/MODEL/VERSION/set-default``: unversioned requests go to VERSION.
+           waits until the workers are READY and their count is between N and M, and prints
+           the count before and after. Without ``--max`` TorchServe sets max_worker to N as
+           well: the model gets exactly N workers (up or down); with ``--max M`` it keeps
+           between N and M (it stops workers above M). TorchServe 0.12 stops a worker without
+           letting it finish its batch: clients must resend ``Worker died.`` (docs/client.md).
+           Its scale call can fail under load (500 ConcurrentModificationException, with part
+           of the workers stopped); it sets a state, so it is sent again (3 tries in all).
+set-default  waits until VERSION's workers are all READY (refuses a version without workers),
+           ``PUT /models/MODEL/VERSION/set-default``, then until unversioned requests go to
+           VERSION; prints the old and the new default.
 unregister ``DELETE /models/MODEL[/VERSION]``; without VERSION TorchServe removes the default
            version, which it refuses while other versions exist; ``--all`` removes every
-           version (the default one last).
+           version (the default one last). A version that is not the default is drained
+           first: its queue must stay empty for ``--drain`` seconds (default 2; a batch takes
+           well under that), because TorchServe 0.12 drops what its workers hold when it
+           stops them.
 list       every model and version with its config and workers (``describe`` with
            ``customized=true``: the handler's own description of the served model); ``*`` marks
            the default version. ``--json`` prints the descriptions as JSON.
@@ -44,9 +53,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from alm_ops.api import (
+    POLL_S,
     ApiError,
     TorchServeApi,
     UsageError,
@@ -58,6 +69,8 @@ from alm_ops.api import (
 from alm_ops.keys import KeyFileError, Token
 
 TOKEN_ENV = "ALM_MANAGEMENT_TOKEN"
+#: Times a scale call is sent when TorchServe fails it with a 500 (it sets a state: safe to resend).
+SCALE_TRIES = 3
 
 
 # -- subcommands ----------------------------------------------------------------------------------
@@ -105,12 +118,26 @@ def cmd_register(api: TorchServeApi, args) -> int:
     return 0
 
 
+def say(body: object) -> str:
+    """TorchServe's own words in a management answer."""
+    return body.get("status", body) if isinstance(body, dict) else str(body)
+
+
 def cmd_scale(api: TorchServeApi, args) -> int:
     name, version = split_model(args.model)
     if args.max is not None and args.max < args.min:
         raise UsageError("--max must be >= --min")
-    body = api.scale(name, version, args.min, args.max, synchronous=True, timeout=int(args.timeout))
-    print(body.get("status", body) if isinstance(body, dict) else body, file=sys.stderr)
+    before = len(api.describe(name, version).get("workers", []))
+    for attempt in range(1, SCALE_TRIES + 1):
+        try:
+            body = api.scale(name, version, args.min, args.max, synchronous=True, timeout=int(args.timeout))
+            break
+        except ApiError as exc:
+            if exc.status != 500 or attempt == SCALE_TRIES:
+                raise
+            print(f"TorchServe failed the scale call ({exc}); sending it again", file=sys.stderr)
+            time.sleep(POLL_S)
+    print(say(body), file=sys.stderr)
 
     def ready():
         described = api.describe(name, version)
@@ -119,30 +146,66 @@ def cmd_scale(api: TorchServeApi, args) -> int:
 
     described = api.wait(ready, f"{args.model} workers", args.timeout)
     print(
-        f"{described['modelName']} {described['modelVersion']}: {worker_summary(described)} "
+        f"{described['modelName']} {described['modelVersion']}: {before} -> {worker_summary(described)} "
         f"(min {described['minWorkers']}, max {described['maxWorkers']})"
     )
     return 0
 
 
 def cmd_set_default(api: TorchServeApi, args) -> int:
-    body = api.set_default(args.model, args.version)
-    print(body.get("status", body) if isinstance(body, dict) else body)
+    old = api.describe(args.model)["modelVersion"]
+    target = api.describe(args.model, args.version)
+    if not target.get("minWorkers"):
+        raise ApiError(f"{args.model} {args.version} has no workers (min 0): scale it first, or its requests get 503")
+
+    def ready():
+        described = api.describe(args.model, args.version)
+        return (described if all_ready(described, 1) else None), worker_summary(described)
+
+    target = api.wait(ready, f"{args.model} {args.version} workers", args.timeout)
+    print(say(api.set_default(args.model, args.version)), file=sys.stderr)
+
+    def switched():
+        now = api.describe(args.model)["modelVersion"]
+        return (now if now == args.version else None), f"the default is {now}"
+
+    api.wait(switched, f"{args.model} default version", args.timeout)
+    print(f"{args.model}: default version {old} -> {args.version} ({worker_summary(target)})")
     return 0
 
 
+def drain(api: TorchServeApi, model: str, version: str, quiet: float, timeout: float) -> None:
+    """Wait until ``version`` has had no queued request for ``quiet`` seconds: what its workers
+    hold is then answered (TorchServe 0.12 reports no busy worker, only its queue)."""
+    deadline, empty_since = time.monotonic() + timeout, None
+    while True:
+        queue = api.describe(model, version).get("jobQueueStatus") or {}
+        now = time.monotonic()
+        if queue.get("pendingRequests", 0):
+            empty_since = None
+        elif empty_since is None:
+            empty_since = now
+        if empty_since is not None and now - empty_since >= quiet:
+            print(f"{model} {version}: no queued request for {quiet:g} s", file=sys.stderr)
+            return
+        if now > deadline:
+            raise ApiError(f"{model} {version} still has queued requests after {timeout:g} s (last: {queue})")
+        time.sleep(POLL_S)
+
+
 def cmd_unregister(api: TorchServeApi, args) -> int:
+    default = api.describe(args.model)["modelVersion"]
     if args.all:
         if args.version:
             raise UsageError("give either VERSION or --all")
-        default = api.describe(args.model)["modelVersion"]
         versions = [e["modelVersion"] for e in api.versions(args.model)]
         order = [v for v in versions if v != default] + [default]
     else:
         order = [args.version]
     for version in order:
-        body = api.unregister(args.model, version)
-        print(body.get("status", body) if isinstance(body, dict) else body)
+        if version and version != default and args.drain > 0:
+            drain(api, args.model, version, args.drain, args.timeout)
+        print(say(api.unregister(args.model, version)))
     return 0
 
 
@@ -231,12 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("set-default", parents=[common], help="make VERSION the model's default")
     p.add_argument("model")
     p.add_argument("version")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     p.set_defaults(run=cmd_set_default)
 
     p = sub.add_parser("unregister", parents=[common], help="unregister a model version")
     p.add_argument("model")
     p.add_argument("version", nargs="?")
     p.add_argument("--all", action="store_true", help="every version, the default one last")
+    p.add_argument("--drain", type=float, default=2.0, help="seconds a version's queue must stay empty (default 2)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it (default 300)")
     p.set_defaults(run=cmd_unregister)
 
     p = sub.add_parser("list", parents=[common], help="models, versions, config and workers")

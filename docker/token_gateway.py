@@ -14,12 +14,21 @@ reaches. This sidecar, in the same pod as TorchServe, is what the Service points
   reachable through it;
 * when TorchServe refuses that key (expired), it re-reads the key file and, if nobody renewed
   it yet, asks TorchServe for a new one with the API key (``/token?type=inference`` on the
-  loopback management port), then retries once.
+  loopback management port), then retries once;
+* when TorchServe answers its own ``Worker died.`` (500/507 with TorchServe's body: the worker
+  holding the request stopped under it, as in a scale-down or a crash), it sends the request
+  again, up to 3 more times with a growing delay: a forecast is a pure function of its input.
+  The handler's own errors (``{"error": ...}``) are passed on as they are;
+* on SIGTERM (pod shutdown) it drains: it stops accepting connections, finishes every request
+  it holds (each answer then closes its connection) and exits when none is left, or after
+  ``--drain-timeout`` seconds. TorchServe 0.12 does not drain itself (a SIGTERM drops what it is
+  processing), so the TorchServe container's preStop hook (docker/prestop.py) waits until this
+  gateway is gone before TorchServe is stopped.
 
 TorchServe's token authorisation stays on; the pod-local keys never leave the pod.
 
     token_gateway.py [--listen 0.0.0.0:8090] [--token-file /etc/alm/token/token]
-                     [--run-dir DIR] [--inference URL] [--management URL]
+                     [--run-dir DIR] [--inference URL] [--management URL] [--drain-timeout 30]
 
 Standard library only.
 """
@@ -27,11 +36,13 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import http.client
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -61,6 +72,11 @@ HOP_BY_HOP = {
     "content-length",
 }
 KEY_REFUSED_MARKERS = (b"InvalidKeyException", b"Token Authorization failed")
+#: More attempts for a request TorchServe answered "Worker died.", and the first delay (doubled).
+WORKER_DIED_RETRIES = 3
+WORKER_DIED_BACKOFF_S = 0.2
+#: Seconds the gateway must stay without a request before a draining gateway exits.
+DRAIN_SETTLE_S = 0.2
 
 
 class FileCache:
@@ -83,6 +99,19 @@ class FileCache:
             return self._value
 
 
+def worker_died(status: int, payload: bytes) -> bool:
+    """TorchServe's own ``{"code": 500|507, "type": ..., "message": "Worker died."}``, never the
+    handler's ``{"error": ...}``; the same rule as alm_ops.api.worker_died (this file imports
+    nothing of the repository: it runs in the image and in probes)."""
+    if status not in (500, 507):
+        return False
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" not in body and body.get("message") == "Worker died."
+
+
 def parse_tokens(text: str) -> list[str]:
     tokens = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not tokens:
@@ -103,6 +132,27 @@ class Gateway:
         self.management = urllib.parse.urlsplit(management)
         self.timeout = timeout
         self._renew_lock = threading.Lock()
+        #: set on SIGTERM: every answer closes its connection from then on
+        self.draining = threading.Event()
+        self._active = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def holding(self):
+        """A request being handled: `wait_idle` waits for the end of every such block."""
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no request is being handled; False when ``timeout`` seconds passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def authorised(self, header: str | None) -> bool:
         if not header or not header.startswith("Bearer "):
@@ -141,6 +191,17 @@ class Gateway:
             self.keys.get(force=True)
 
     def forward(self, method: str, path: str, body: bytes | None, headers: dict[str, str]):
+        for attempt in range(WORKER_DIED_RETRIES + 1):
+            if attempt:
+                delay = WORKER_DIED_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.9, 1.1)
+                log.info("%s %s: TorchServe answered 'Worker died.', again in %.2f s", method, path, delay)
+                time.sleep(delay)
+            result = self._forward_once(method, path, body, headers)
+            if not worker_died(result[0], result[2]):
+                break
+        return result
+
+    def _forward_once(self, method: str, path: str, body: bytes | None, headers: dict[str, str]):
         key = self.keys.get()["inference"]
         result = self._call(self.inference, method, path, body, {**headers, "Authorization": f"Bearer {key}"})
         status, _, payload = result
@@ -174,6 +235,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def handle_any(self) -> None:
+        with self.gateway.holding():
+            self._handle()
+
+    def _handle(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
         if not (path in FORWARDED_EXACT or path.startswith(FORWARDED_PREFIXES)) or "/../" in path + "/":
             self.reply(404, {"code": 404, "type": "NotFound", "message": "only the inference API is served here"})
@@ -211,6 +276,9 @@ class Handler(BaseHTTPRequestHandler):
             if name.lower() not in HOP_BY_HOP:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
+        if self.gateway.draining.is_set():  # the client's next request goes to another pod
+            self.close_connection = True
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 
@@ -222,6 +290,30 @@ def make_server(listen: tuple[str, int], gateway: Gateway) -> ThreadingHTTPServe
     server = ThreadingHTTPServer(listen, handler)
     server.daemon_threads = True
     return server
+
+
+def drain(server: ThreadingHTTPServer, gateway: Gateway, timeout: float) -> bool:
+    """After ``serve_forever`` returned: take the connections already queued on the listening
+    socket (clients whose connect succeeded), close it (later ones are refused, never accepted),
+    then wait until no request is being handled. True when drained within ``timeout``."""
+    gateway.draining.set()
+    server.socket.setblocking(False)
+    while True:
+        try:
+            connection, address = server.socket.accept()
+        except OSError:
+            break
+        connection.setblocking(True)
+        server.process_request(connection, address)
+    server.server_close()
+    deadline = time.monotonic() + timeout
+    # A kept-alive connection may bring one more request just after the last answer: the gateway
+    # is idle only when it stays idle for a moment.
+    while gateway.wait_idle(max(0.0, deadline - time.monotonic())):
+        time.sleep(DRAIN_SETTLE_S)
+        if gateway.wait_idle(0):
+            return True
+    return False
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -238,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference", default=env("ALM_GATEWAY_INFERENCE_URL", "http://127.0.0.1:8080"))
     parser.add_argument("--management", default=env("ALM_GATEWAY_MANAGEMENT_URL", "http://127.0.0.1:8081"))
     parser.add_argument("--timeout", type=float, default=float(env("ALM_GATEWAY_TIMEOUT_S", "120")))
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=float(env("ALM_GATEWAY_DRAIN_S", "30")),
+        help="seconds a SIGTERM waits for the requests in hand (default 30)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
@@ -248,16 +346,19 @@ def main(argv: list[str] | None = None) -> int:
     gateway = Gateway(args.token_file, args.run_dir / "key_file.json", args.inference, args.management, args.timeout)
     server = make_server(parse_listen(args.listen), gateway)
     log.info("listening on %s:%d, forwarding the inference API to %s", *server.server_address[:2], args.inference)
-    # SIGTERM (pod shutdown): stop accepting, let serve_forever return.
+    # SIGTERM (pod shutdown): make serve_forever return, then drain.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     started = time.monotonic()
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.05)
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
-        log.info("stopped after %.0f s", time.monotonic() - started)
+    drained = drain(server, gateway, args.drain_timeout)
+    log.info(
+        "stopped after %.0f s%s",
+        time.monotonic() - started,
+        "" if drained else f"; requests still in hand after {args.drain_timeout:g} s",
+    )
     return 0
 
 

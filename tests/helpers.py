@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,9 +89,10 @@ def validate(operation: str, response: requests.Response) -> None:
 
 class Scripted:
     """A loopback HTTP server answering each POST with the next (status, body) of ``script``
-    (the last one repeats), recording each request's Authorization header."""
+    (the last one repeats; a third element: seconds to wait before answering), recording each
+    request's Authorization header."""
 
-    def __init__(self, script: list[tuple[int, dict]], accept_token: str | None = None, on_refused=None) -> None:
+    def __init__(self, script: list[tuple], accept_token: str | None = None, on_refused=None) -> None:
         self.script, self.accept_token, self.on_refused = list(script), accept_token, on_refused
         self.seen: list[str | None] = []
         outer = self
@@ -115,7 +117,8 @@ class Scripted:
                         },
                     )
                 else:
-                    status, body = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                    status, body, *delay = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                    time.sleep(delay[0] if delay else 0)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -193,6 +193,36 @@ def test_4xx_and_500_are_never_retried(one_file, capsys, monkeypatch, status):
     assert f"HTTP {status}: refused {status}" in capsys.readouterr().err
 
 
+#: TorchServe's own answer when the worker holding the request stopped (scale-down, killed worker).
+WORKER_DIED = {"code": 500, "type": "InternalServerException", "message": "Worker died."}
+
+
+def test_torchserves_worker_died_is_retried_the_handlers_500_is_not(one_file, capsys, monkeypatch):
+    monkeypatch.setenv(bulk.TOKEN_ENV, "k")
+    script = [(500, WORKER_DIED), (507, {**WORKER_DIED, "code": 507}), (200, FORECAST)]
+    with Scripted(script).running() as s:
+        code = bulk.main([one_file, *scripted_args(s)])
+    assert code == 0 and json.loads(capsys.readouterr().out)["forecast"] == FORECAST
+    assert len(s.seen) == 3
+    # The same status with the handler's own body is this file's failure: never resent.
+    with Scripted([(500, {"error": "Internal error while forecasting", "code": 500}), (200, FORECAST)]).running() as s:
+        code = bulk.main([one_file, *scripted_args(s)])
+    assert code == 1 and len(s.seen) == 1
+    assert "HTTP 500: Internal error while forecasting" in capsys.readouterr().err
+
+
+def test_a_read_timeout_is_retried_once(one_file, capsys, monkeypatch):
+    monkeypatch.setenv(bulk.TOKEN_ENV, "k")
+    with Scripted([(200, FORECAST, 1.5), (200, FORECAST)]).running() as s:
+        code = bulk.main([one_file, *scripted_args(s, "--timeout", "0.5")])
+    assert code == 0 and len(s.seen) == 2, capsys.readouterr().err
+    capsys.readouterr()
+    with Scripted([(200, FORECAST, 1.5)]).running() as s:  # slow every time: reported after two tries
+        code = bulk.main([one_file, *scripted_args(s, "--timeout", "0.5")])
+    assert code == 1 and len(s.seen) == 2
+    assert "no answer: no answer within 0.5 s, twice (raise --timeout)" in capsys.readouterr().err
+
+
 def test_connection_errors_are_retried_then_reported(one_file, capsys, monkeypatch):
     monkeypatch.setenv(bulk.TOKEN_ENV, "k")
     port = free_ports(1)[0]  # nothing listens there

@@ -59,16 +59,17 @@ def test_register_default_scale_list_unregister(torchserve, archives, cli):
         served = lambda: torchserve.predict("life", files={"data": ("w.csv", window)}).json()["model_version"]  # noqa: E731
         assert served() == "1.0"
         code, out, err = cli("set-default", "life", "2.0")
-        assert code == 0 and 'to "2.0"' in out, err
+        assert code == 0 and out.strip() == "life: default version 1.0 -> 2.0 (1/1 READY)", err
+        assert 'to "2.0"' in err  # TorchServe's own words
         assert served() == "2.0"
 
         code, out, err = cli("scale", "life/2.0", "--min", "2", "--timeout", "90")
         assert code == 0, err
-        assert out.strip() == "life 2.0: 2/2 READY (min 2, max 2)"  # TorchServe: max defaults to min
+        assert out.strip() == "life 2.0: 1 -> 2/2 READY (min 2, max 2)"  # TorchServe: max defaults to min
         code, out, err = cli("scale", "life/2.0", "--min", "1", "--max", "3", "--timeout", "90")
-        assert code == 0 and out.strip() == "life 2.0: 2/2 READY (min 1, max 3)", err  # within range: kept
+        assert code == 0 and out.strip() == "life 2.0: 2 -> 2/2 READY (min 1, max 3)", err  # within range: kept
         code, out, err = cli("scale", "life/2.0", "--min", "1", "--timeout", "90")
-        assert code == 0 and out.strip() == "life 2.0: 1/1 READY (min 1, max 1)", err  # down to exactly 1
+        assert code == 0 and out.strip() == "life 2.0: 2 -> 1/1 READY (min 1, max 1)", err  # down to exactly 1
         assert len(torchserve.workers("life", "2.0")) == 1
 
         code, out, err = cli("list")
@@ -89,8 +90,13 @@ def test_register_default_scale_list_unregister(torchserve, archives, cli):
 
         code, out, err = cli("unregister", "life")  # the default version, while 1.0 exists: refused
         assert code == 1 and "error: HTTP 403: Cannot remove default version for model life" in err
-        code, out, err = cli("unregister", "life", "1.0")
+        code, out, err = cli("scale", "life/1.0", "--min", "0", "--timeout", "90")
+        assert code == 0, err
+        code, out, err = cli("set-default", "life", "1.0")  # no worker would answer: refused
+        assert code == 1 and "error: life 1.0 has no workers (min 0): scale it first" in err
+        code, out, err = cli("unregister", "life", "1.0", "--drain", "0.5")  # not the default: drained first
         assert code == 0 and 'Model "life" unregistered' in out, err
+        assert "life 1.0: no queued request for 0.5 s" in err
         code, out, err = cli("unregister", "life", "--all")
         assert code == 0, err
         assert torchserve.manage("GET", "/models/life").status_code == 404
@@ -106,7 +112,7 @@ def test_register_default_scale_list_unregister(torchserve, archives, cli):
     ("argv", "message"),
     [
         (["describe", "nope"], "error: HTTP 404: Model not found: nope"),
-        (["set-default", "tiny", "9.9"], "error: HTTP 404: Model version 9.9 does not exist for model tiny"),
+        (["set-default", "tiny", "9.9"], "error: HTTP 404: Model version: 9.9 does not exist for model: tiny"),
         (["register", "missing.mar", "--wait"], "error: HTTP 404: Model not found at: missing.mar"),
         (["scale", "nope", "--min", "1"], "error: HTTP 404: Model not found: nope"),
         (["unregister", "nope"], "error: HTTP 404: Model not found: nope"),

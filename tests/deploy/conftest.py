@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -76,7 +77,8 @@ class FakeTorchServe:
 
     ``keys`` are the current keys, ``expired`` the kinds whose key the server refuses until it is
     renewed, ``models`` each model's worker states, ``seen`` every request as (api, "METHOD path",
-    Authorization header, body).
+    Authorization header, body). ``answers`` are the next (status, body) of /predictions (then it
+    echoes), ``delay_s`` how long each prediction takes.
     """
 
     def __init__(self, workdir: Path):
@@ -85,6 +87,8 @@ class FakeTorchServe:
         self.expired: set[str] = set()
         self.models: dict[str, list[str]] = {"seed_untrained": ["READY"]}
         self.seen: list[tuple[str, str, str | None, bytes]] = []
+        self.answers: list[tuple[int, dict]] = []
+        self.delay_s = 0.0
         self.counter = 1
         self.write_keys()
         self.servers = [self._serve("management"), self._serve("inference")]
@@ -134,6 +138,9 @@ class FakeTorchServe:
                 if api == "inference" and url.path == "/ping":
                     return self.answer(200, {"status": "Healthy"})
                 if api == "inference" and url.path.startswith("/predictions/"):
+                    time.sleep(fake.delay_s)
+                    if fake.answers:
+                        return self.answer(*fake.answers.pop(0))
                     return self.answer(
                         200,
                         {

@@ -31,6 +31,7 @@ IMAGE_FILES = (
     "docker/entrypoint.sh",
     "docker/healthcheck.py",
     "docker/token_gateway.py",
+    "docker/prestop.py",
 )
 ARCHIVE_OPTIONS = ("--model", "--require", "--export-path")
 #: Offline deployment checks: each tool must be pinned in requirements-dev.txt.
@@ -66,6 +67,7 @@ BUILD_NEEDS = (
     "docker/entrypoint.sh",
     "docker/healthcheck.py",
     "docker/token_gateway.py",
+    "docker/prestop.py",
 )
 #: Secrets, local builds and development files: .dockerignore must leave them out.
 BUILD_DROPS = (

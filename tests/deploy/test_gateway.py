@@ -4,6 +4,10 @@ it expires) and never reaches the management API."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -93,3 +97,90 @@ def test_gateway_limits_bodies(gateway, monkeypatch):
     monkeypatch.setattr(token_gateway, "MAX_BODY", 16)
     response = requests.post(f"{url}/predictions/m", data=b"x" * 17, timeout=10, headers=CLIENT_AUTH)
     assert response.status_code == 413
+
+
+# -- zero-downtime: resending "Worker died.", draining on SIGTERM -------------------------------
+
+#: TorchServe 0.12's own answer when the worker holding a request stops under it.
+WORKER_DIED = {"code": 500, "type": "InternalServerException", "message": "Worker died."}
+
+
+def test_gateway_resends_what_torchserve_answered_worker_died(gateway, fake_ts, monkeypatch):
+    url, _ = gateway
+    monkeypatch.setattr(token_gateway, "WORKER_DIED_BACKOFF_S", 0.01)
+    fake_ts.answers = [(500, WORKER_DIED), (507, {**WORKER_DIED, "code": 507})]
+    response = requests.post(f"{url}/predictions/m", data=b"x", timeout=10, headers=CLIENT_AUTH)
+    assert response.status_code == 200 and response.json()["model"] == "m", response.text
+    assert len([entry for entry in fake_ts.seen if entry[1] == "POST /predictions/m"]) == 3
+
+    # Bounded: after WORKER_DIED_RETRIES more attempts the client gets TorchServe's answer.
+    fake_ts.seen.clear()
+    fake_ts.answers = [(500, WORKER_DIED)] * 10
+    response = requests.post(f"{url}/predictions/m", data=b"x", timeout=10, headers=CLIENT_AUTH)
+    assert response.status_code == 500 and response.json() == WORKER_DIED
+    assert len(fake_ts.seen) == token_gateway.WORKER_DIED_RETRIES + 1
+
+
+def test_gateway_passes_the_handlers_own_500_on(gateway, fake_ts):
+    url, _ = gateway
+    failure = {"error": "Internal error while forecasting this request (ValueError)", "code": 500}
+    fake_ts.answers = [(500, failure)]
+    response = requests.post(f"{url}/predictions/m", data=b"x", timeout=10, headers=CLIENT_AUTH)
+    assert response.status_code == 500 and response.json() == failure
+    assert len(fake_ts.seen) == 1
+
+
+def test_gateway_drains_on_sigterm(fake_ts, tmp_path):
+    """The request in hand and one more on a kept-alive connection are answered (each answer
+    closes its connection); a new connection is refused; then the gateway exits."""
+    token_file = tmp_path / "token"
+    token_file.write_text("client-token-A\n")
+    port = free_port()
+    command = [sys.executable, str(ROOT / "docker" / "token_gateway.py"), "--listen", f"127.0.0.1:{port}"]
+    command += ["--token-file", str(token_file), "--run-dir", str(tmp_path), "--inference", fake_ts.inference_url]
+    command += ["--management", fake_ts.management_url]
+    log = tmp_path / "gateway.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        kept = requests.Session()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert kept.get(f"http://127.0.0.1:{port}/ping", headers=CLIENT_AUTH, timeout=5).ok
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+        fake_ts.delay_s = 1.0
+        answers = {}
+
+        def forecast(name, session):
+            answers[name] = session.post(
+                f"http://127.0.0.1:{port}/predictions/m", data=b"x", headers=CLIENT_AUTH, timeout=10
+            )
+
+        in_hand = threading.Thread(target=forecast, args=("in hand", requests.Session()))
+        in_hand.start()
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/ping", headers=CLIENT_AUTH, timeout=5)
+        forecast("kept alive", kept)  # on the connection opened before the SIGTERM
+        in_hand.join(timeout=10)
+        for name in ("in hand", "kept alive"):
+            assert answers[name].status_code == 200, name
+            assert answers[name].headers["Connection"] == "close", name
+        assert process.wait(timeout=10) == 0
+        assert "stopped after" in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -169,6 +169,13 @@ def test_kubernetes_contract(rendered, name):
     assert {"/home/model-server/run", "/tmp"} <= mounts
     gw = containers["gateway"]
     assert gw["args"][-1] == "/opt/alm/docker/token_gateway.py"
+    # Shutdown: the gateway drains first, TorchServe's preStop waits for it, all within the grace.
+    hook = ts["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:2] == ["/opt/alm/.venv/bin/python", "/opt/alm/docker/prestop.py"]
+    hold = float(hook[hook.index("--timeout") + 1])
+    gateway_sleep = float(gw["lifecycle"]["preStop"]["exec"]["command"][-1])
+    drain = float({e["name"]: e["value"] for e in gw["env"]}["ALM_GATEWAY_DRAIN_S"])
+    assert gateway_sleep + drain < hold < spec["terminationGracePeriodSeconds"]
     gw_ports = {p["name"]: p["containerPort"] for p in gw["ports"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["token"]["secret"]["secretName"] == "alm-forecaster-token"
