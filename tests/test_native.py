@@ -285,3 +285,23 @@ def test_wrong_shapes_are_clear_errors():
         torch.ops.alm_forecaster.mlstm_sequence(m_gates, q, k, v[..., :4], m_weight)
     with pytest.raises(RuntimeError, match=r"weight_hh must have shape \(3H, H\)"):
         torch.ops.alm_forecaster.mlstm_sequence(m_gates, q, k, v, torch.zeros(32, 8))
+
+
+def test_a_build_is_not_loaded_on_a_cpu_without_its_extensions(tmp_path, monkeypatch):
+    """-march=native code taken to an older CPU would die of SIGILL: it is refused instead, with
+    a warning naming what is missing, and the PyTorch recurrences serve."""
+    record = tmp_path / native.CPU_FEATURES_FILE
+    record.write_text("sse4_2 avx2 avx512f\n")
+    assert native.missing_cpu_features(record, {"sse4_2", "avx2"}) == ["avx512f"]
+    assert native.missing_cpu_features(record, None) == []
+    assert native.missing_cpu_features(tmp_path / "absent.txt", {"avx2"}) == []
+    # The real build records this machine's extensions, all present here.
+    built = native.library_path().with_name(native.CPU_FEATURES_FILE)
+    assert built.is_file() and native.missing_cpu_features(built, native.cpu_features()) == []
+    # What the import does on a CPU that lacks one of them: refuse before loading.
+    monkeypatch.setattr(native, "_load_error", native._load_error)
+    monkeypatch.setattr(native, "cpu_features", lambda: {"sse4_2"})
+    loads = []
+    monkeypatch.setattr(native, "_load", lambda path: loads.append(path) or True)
+    native._load_at_import()
+    assert loads == [] and "which this one lacks" in native.load_error()

@@ -41,6 +41,10 @@ BUILD_DIR = _HERE / "_build"
 #: The library then links libgomp.so.1, which resolves to the copy torch has already loaded.
 EXTRA_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-Wall")
 EXTRA_LDFLAGS = ("-fopenmp",)
+#: Beside the library: the build machine's instruction-set extensions. -march=native may use any
+#: of them, so a library (an archive, an image) taken to a CPU without one is not loaded there.
+CPU_FEATURES_FILE = "cpu_features.txt"
+ISA_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "bmi", "amx", "vpclmul", "vaes", "gfni", "sha_ni", "adx", "abm")
 
 _loaded = False
 _load_error: str | None = None
@@ -117,10 +121,36 @@ def _load_at_import() -> None:
         _load_error = f"{path} not built"
         _missing = path
         return
+    missing = missing_cpu_features(path.with_name(CPU_FEATURES_FILE), cpu_features())
+    if missing:
+        # -march=native code would die of SIGILL on this CPU: refuse it while we still can.
+        _load_error = f"{path} was built for a CPU with {', '.join(missing)}, which this one lacks"
+        logger.warning("alm_forecaster native kernel not loaded (%s); using the PyTorch recurrences", _load_error)
+        return
     if _load(path):
         newest_source = max(src.stat().st_mtime for src in SOURCES if src.is_file())
         if path.stat().st_mtime < newest_source:
             logger.warning("alm_forecaster native kernel %s is older than its source; rebuild it", path)
+
+
+def cpu_features() -> set[str] | None:
+    """This CPU's instruction-set extensions (Linux's /proc/cpuinfo flags); None when unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((line for line in text.splitlines() if line.startswith("flags")), None)
+    if line is None:
+        return None
+    return {flag for flag in line.partition(":")[2].split() if flag.startswith(ISA_PREFIXES)}
+
+
+def missing_cpu_features(record: Path, current: set[str] | None) -> list[str]:
+    """The extensions the build machine had (``record``, written by `_compile`) that this CPU
+    lacks; empty when either side is unknown."""
+    if current is None or not record.is_file():
+        return []
+    return sorted(set(record.read_text().split()) - current)
 
 
 def _enabled() -> bool:
@@ -222,7 +252,11 @@ def _compile(verbose: bool) -> Path:
         is_python_module=False,
         verbose=verbose,
     )
-    return Path(result) if isinstance(result, (str, os.PathLike)) else library_path()
+    built = Path(result) if isinstance(result, (str, os.PathLike)) else library_path()
+    features = cpu_features()
+    if features is not None:
+        built.with_name(CPU_FEATURES_FILE).write_text(" ".join(sorted(features)) + "\n")
+    return built
 
 
 _load_at_import()
