@@ -296,10 +296,9 @@ class Forecaster:
         try:
             if self.quantile_head is None:
                 return forecast_response(out, window.current_price, self.name, self.version, chosen.horizon)
-            q = out
             levels = self.quantile_head.levels
-            by_level = {lv: q[:, levels.index(lv)] for lv in chosen.levels}
-            point = q[:, self.quantile_head.median_index]
+            by_level = {lv: out[:, levels.index(lv)] for lv in chosen.levels}
+            point = out[:, self.quantile_head.median_index]
             return forecast_response(point, window.current_price, self.name, self.version, chosen.horizon, by_level)
         except InputError as exc:
             return exc

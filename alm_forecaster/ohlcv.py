@@ -170,20 +170,25 @@ def _validated(dates, open_, high, low, close, volume, adj, where: _Where) -> OH
     if (high < low).any():
         row = int(np.argmax(high < low))
         raise InputError(f"{where(row, 'high')}: High {high[row]:g} is below Low {low[row]:g}.", reason="bad_value")
-    steps = np.diff(dates.astype(np.int64))
-    if (steps <= 0).any():
-        row = int(np.argmax(steps <= 0)) + 1
-        order = " (the file looks newest-first; sort it oldest first)" if (steps < 0).all() else ""
-        raise InputError(
-            f"{where(row, 'date')}: {dates[row]} is not after the previous row's {dates[row - 1]}; dates must be "
-            f"strictly increasing, oldest first{order}.",
-            reason="bad_dates",
-        )
+    require_increasing(dates, lambda row: where(row, "date"))
     raw_close = close
     if adj is not None:
         factor = adj / close
         open_, high, low, close = open_ * factor, high * factor, low * factor, adj
     return OHLCV(dates, open_, high, low, close, volume, raw_close, adj is not None)
+
+
+def require_increasing(dates: np.ndarray, where) -> None:  # noqa: ANN001 - where(row) names a row's date cell
+    """Dates strictly increasing, oldest first; else `InputError` naming the first offending row."""
+    steps = np.diff(dates.astype(np.int64))
+    if (steps <= 0).any():
+        row = int(np.argmax(steps <= 0)) + 1
+        order = " (the file looks newest-first; sort it oldest first)" if (steps < 0).all() else ""
+        raise InputError(
+            f"{where(row)}: {dates[row]} is not after the previous row's {dates[row - 1]}; dates must be "
+            f"strictly increasing, oldest first{order}.",
+            reason="bad_dates",
+        )
 
 
 def parse_dates(cells: list[str], table: Table, start: int, column: str) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from alm_forecaster.contract import _summarise, numeric_block, require_rows
 from alm_forecaster.errors import InputError
-from alm_forecaster.ohlcv import normalise_name, parse_dates
+from alm_forecaster.ohlcv import normalise_name, parse_dates, require_increasing
 from alm_forecaster.table import Table
 
 DATE_NAMES = ("date", "observationdate", "day", "time", "timestamp")
@@ -87,15 +87,7 @@ def from_table(table: Table, rows: int, why: str = "") -> PriceSeries:
                 reason="non_positive_price",
             )
     days = parse_dates([row[date] for row in table.rows[start:]], table, start, table.header[date])
-    steps = np.diff(days.astype(np.int64))
-    if (steps <= 0).any():
-        i = int(np.argmax(steps <= 0)) + 1
-        r = start + i
-        order = " (the file looks newest-first; sort it oldest first)" if (steps < 0).all() else ""
-        raise InputError(
-            f"Row {r + 1} (line {table.lines[r]}), column '{table.header[date]}': {days[i]} is not after the "
-            f"previous row's {days[i - 1]}; dates must be strictly increasing, oldest first{order}.",
-            reason="bad_dates",
-        )
+    column = table.header[date]
+    require_increasing(days, lambda i: f"Row {start + i + 1} (line {table.lines[start + i]}), column '{column}'")
     current = values[-1, -1]
     return PriceSeries(days, values[:, 0], float(current), table.header[price])

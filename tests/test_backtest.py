@@ -17,7 +17,7 @@ import torch
 
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.forecaster import Forecaster
-from alm_forecaster.testing.synthetic import price_series
+from alm_forecaster.testing.synthetic import price_series, prices_csv
 from alm_forecaster.train import backtest
 from alm_forecaster.train import distribution_scoring as scoring
 from tests.helpers import ROOT
@@ -57,7 +57,7 @@ def test_basel_zones_match_the_committees_table_for_99_percent(exceptions, zone)
 def small_series(tmp_path_factory):
     days, closes = price_series(420, seed=7)
     path = tmp_path_factory.mktemp("prices") / "small.csv"
-    path.write_text("Date,Close\n" + "".join(f"{d},{c!r}\n" for d, c in zip(days, closes.tolist(), strict=True)))
+    path.write_bytes(prices_csv(days, closes))
     return path, days, closes
 
 
@@ -87,10 +87,7 @@ def test_backtest_uses_the_served_path(small_series):
     forecaster = Forecaster.from_checkpoint(CHECKPOINT, device="cpu")
     bt = backtest.run(forecaster, "small", days, closes, baselines_too=False)
     first = 273  # the first origin with a full window behind it
-    body = "Date,Close\n" + "".join(
-        f"{d},{c!r}\n" for d, c in zip(days[: first + 1], closes[: first + 1].tolist(), strict=True)
-    )
-    served = forecaster.predict([body.encode()])[0].body
+    served = forecaster.predict([prices_csv(days[: first + 1], closes[: first + 1])])[0].body
     expected = np.log(np.array([served["quantiles"][f"{lv:g}"] for lv in bt.levels]).T / closes[first])
     # one window alone vs in a batch of 256: equal up to batch invariance
     np.testing.assert_allclose(bt.quantiles["model"][0], expected, rtol=1e-6)
@@ -100,7 +97,7 @@ def test_backtest_uses_the_served_path(small_series):
 def test_quantile_training_is_reproducible_and_serves(tmp_path):
     days, closes = price_series(4300, seed=11, start="2000-01-03")
     data = tmp_path / "long.csv"
-    data.write_text("Date,Close\n" + "".join(f"{d},{c!r}\n" for d, c in zip(days, closes.tolist(), strict=True)))
+    data.write_bytes(prices_csv(days, closes))
     outputs = []
     for run in range(2):
         out = tmp_path / f"q{run}.pt"

@@ -19,7 +19,7 @@ from alm_forecaster.checkpoint import build_checkpoint
 from alm_forecaster.errors import CheckpointError
 from alm_forecaster.forecaster import Forecaster, Request
 from alm_forecaster.quantiles import QuantileHead
-from alm_forecaster.testing.synthetic import TINY, embeddings_csv, price_csv, price_series, write_checkpoint
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv, price_csv, price_series, prices_csv, write_checkpoint
 from alm_forecaster.timeseries_api import request_document
 from tests.helpers import ROOT
 
@@ -285,8 +285,7 @@ def test_quantiles_never_cross(raw, offsets, sigma):
 def test_served_quantiles_never_cross_for_any_valid_series(forecaster, seed, rows, drift):
     days, closes = price_series(rows, seed)
     closes = closes * np.exp(drift * np.arange(rows))
-    body = ("Date,Close\n" + "".join(f"{d},{c!r}\n" for d, c in zip(days, closes.tolist(), strict=True))).encode()
-    answer = one(forecaster, body)
+    answer = one(forecaster, prices_csv(days, closes))
     assert answer.status == 200, answer.body
     grid = np.array([answer.body["quantiles"][level] for level in LEVELS])
     assert (np.diff(grid, axis=0) >= 0).all()

@@ -77,5 +77,9 @@ def price_series(rows: int = 300, seed: int = 0, start: str = "2020-01-01") -> t
 
 def price_csv(rows: int = 300, seed: int = 0, header: str = "Date,Close") -> bytes:
     """`price_series` as a single-price CSV (``header`` names the two columns)."""
-    days, closes = price_series(rows, seed)
+    return prices_csv(*price_series(rows, seed), header=header)
+
+
+def prices_csv(days: np.ndarray, closes: np.ndarray, header: str = "Date,Close") -> bytes:
+    """Dates and prices as a single-price CSV, the prices written exactly (repr)."""
     return (header + "\n" + "".join(f"{d},{c!r}\n" for d, c in zip(days, closes.tolist(), strict=True))).encode()
