@@ -14,17 +14,18 @@ These are the equations the platform's checkpoints were trained with, so they ar
 a different clamp or normalisation gives other forecasts from the same weights.
 
 The forward is restructured for inference: every input-side projection of a whole sequence
-is one matrix multiply done by the caller, so only the recurrent part (``h @ W_hh.T`` and the
-gates) runs in the time loop. The functions here take those precomputed input gates.
+is one matrix multiply (`project`), so only the recurrent part (``h @ W_hh.T`` and the gates)
+runs in the time loop. The sequence functions take those precomputed input gates.
 
-A compiled kernel (`alm_forecaster.native`) implements the same two sequence functions; it
-is used for float32 CPU tensors when it has been built, and these PyTorch versions are the
+A compiled kernel (`alm_forecaster.native`) implements the same three functions; it is
+used for float32 CPU tensors when it has been built, and these PyTorch versions are the
 fallback everywhere else (CUDA, MPS, float64, kernel not built).
 """
 
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 from alm_forecaster import native
 
@@ -32,6 +33,13 @@ SLSTM_CLAMP = 10.0
 MLSTM_CLAMP_LOW, MLSTM_CLAMP_HIGH = -15.0, 8.0
 #: C' / (1 + max|C'| / MEMORY_SCALE): the mLSTM memory normalisation.
 MEMORY_SCALE = 10.0
+
+
+def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T + bias at every step of a sequence: a cell's input side, (B, T, in) -> (B, T, N)."""
+    if native.supports(x):
+        return native.linear(x, weight, bias)
+    return F.linear(x, weight, bias)
 
 
 def slstm_sequence(x_gates: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:

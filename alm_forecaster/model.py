@@ -32,8 +32,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alm_forecaster.cells import mlstm_sequence, slstm_sequence
+from alm_forecaster.cells import mlstm_sequence, project, slstm_sequence
 from alm_forecaster.config import ModelConfig
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters) whose inference forward goes through `cells.project`:
+    the compiled kernel when it runs the input, so no layer's result depends on the batch size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is None:
+            return F.linear(x, self.weight)
+        return project(x, self.weight, self.bias)
 
 
 class SLSTMCell(nn.Module):
@@ -48,7 +58,7 @@ class SLSTMCell(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, in) -> h at every step (B, T, H)."""
-        return slstm_sequence(F.linear(x, self.weight_ih, self.bias), self.weight_hh)
+        return slstm_sequence(project(x, self.weight_ih, self.bias), self.weight_hh)
 
 
 class MLSTMCell(nn.Module):
@@ -69,7 +79,7 @@ class MLSTMCell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, in) -> h at every step (B, T, H)."""
         weight, bias = self._input_weights()
-        projected = F.linear(x, weight, bias)
+        projected = project(x, weight, bias)
         gates, q, k, v = projected.split(
             [3 * self.hidden_size, self.hidden_size, self.hidden_size, self.hidden_size], dim=-1
         )
@@ -86,7 +96,10 @@ class MLSTMCell(nn.Module):
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return self._build_input_weights()
         if self._fused is None or self._fused[0] != key:
-            weight, bias = self._build_input_weights()
+            # Ordinary tensors even under inference_mode: they carry the version counter the
+            # compiled kernel keys its packed copy on (native.packed_weight).
+            with torch.inference_mode(False), torch.no_grad():
+                weight, bias = self._build_input_weights()
             self._fused = (key, weight, bias)
         return self._fused[1], self._fused[2]
 
@@ -119,7 +132,7 @@ class XLSTMBlock(nn.Module):
         super().__init__()
         self.lstm = CellStack(cell, config.hidden_size, config.num_layers)
         self.norm = nn.LayerNorm(config.hidden_size)
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.proj = Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -134,12 +147,12 @@ class XLSTMForecaster(nn.Module):
         super().__init__()
         self.config = config
         hidden = config.hidden_size
-        self.input_projection = nn.Sequential(nn.Linear(config.input_size, hidden), nn.LayerNorm(hidden), nn.GELU())
+        self.input_projection = nn.Sequential(Linear(config.input_size, hidden), nn.LayerNorm(hidden), nn.GELU())
         self.blocks = nn.ModuleList(
             XLSTMBlock(SLSTMCell if kind == "s" else MLSTMCell, config) for kind in config.block_pattern
         )
         self.output_head = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(hidden, config.output_size)
+            Linear(hidden, hidden), nn.GELU(), nn.Dropout(config.dropout), Linear(hidden, config.output_size)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

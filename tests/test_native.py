@@ -262,29 +262,77 @@ def test_build_while_loaded_compiles_in_a_child_process():
 def test_wrong_dtype_is_a_clear_error():
     x_gates, weight = slstm_inputs(2, 3, 8, seed=16)
     with pytest.raises(RuntimeError, match="x_gates must be float32, got Double"):
-        torch.ops.alm_forecaster.slstm_sequence(x_gates.double(), weight)
-    with pytest.raises(RuntimeError, match="weight_hh must be float32"):
-        torch.ops.alm_forecaster.slstm_sequence(x_gates, weight.half())
+        native.slstm_sequence(x_gates.double(), weight)
+    with pytest.raises(RuntimeError, match="weight must be float32, got Half"):
+        native.slstm_sequence(x_gates, weight.half())
     m_gates, q, k, v, m_weight = mlstm_inputs(2, 3, 8, seed=17)
     with pytest.raises(RuntimeError, match="k must be float32"):
-        torch.ops.alm_forecaster.mlstm_sequence(m_gates, q, k.double(), v, m_weight)
+        native.mlstm_sequence(m_gates, q, k.double(), v, m_weight)
 
 
 def test_wrong_shapes_are_clear_errors():
     x_gates, weight = slstm_inputs(2, 3, 8, seed=18)
     with pytest.raises(RuntimeError, match=r"x_gates must have shape \(B, T, 4H\) with 4H = 32"):
-        torch.ops.alm_forecaster.slstm_sequence(x_gates[..., :24], weight)
+        native.slstm_sequence(x_gates[..., :24], weight)
     with pytest.raises(RuntimeError, match=r"weight_hh must have shape \(4H, H\)"):
-        torch.ops.alm_forecaster.slstm_sequence(x_gates, weight[:24])
+        native.slstm_sequence(x_gates, weight[:24])
     with pytest.raises(RuntimeError, match=r"x_gates must have shape \(B, T, 4H\)"):
-        torch.ops.alm_forecaster.slstm_sequence(x_gates[0], weight)
+        native.slstm_sequence(x_gates[0], weight)
     m_gates, q, k, v, m_weight = mlstm_inputs(2, 3, 8, seed=19)
     with pytest.raises(RuntimeError, match=r"q must have shape \(B, T, H\) = \(2, 3, 8\)"):
-        torch.ops.alm_forecaster.mlstm_sequence(m_gates, q[:1], k, v, m_weight)
+        native.mlstm_sequence(m_gates, q[:1], k, v, m_weight)
     with pytest.raises(RuntimeError, match=r"v must have shape"):
-        torch.ops.alm_forecaster.mlstm_sequence(m_gates, q, k, v[..., :4], m_weight)
+        native.mlstm_sequence(m_gates, q, k, v[..., :4], m_weight)
     with pytest.raises(RuntimeError, match=r"weight_hh must have shape \(3H, H\)"):
-        torch.ops.alm_forecaster.mlstm_sequence(m_gates, q, k, v, torch.zeros(32, 8))
+        native.mlstm_sequence(m_gates, q, k, v, torch.zeros(32, 8))
+    other = native.packed_weight(torch.zeros(4 * 16, 16))
+    with pytest.raises(RuntimeError, match=r"weight_packed must be alm_forecaster::pack_weight\(weight_hh\)"):
+        torch.ops.alm_forecaster.slstm_sequence(x_gates, weight, other)
+
+
+@pytest.mark.parametrize("rows,n,k", [(1, 1024, 256), (20, 1536, 256), (37, 5, 256), (7, 100, 13), (640, 256, 128)])
+def test_linear_matches_pytorch_and_is_row_invariant(rows, n, k):
+    """The input projections: F.linear within float32 rounding, any N (partial last panel) and
+    K, and each row's bits independent of its neighbours and of the thread count."""
+    gen = torch.Generator().manual_seed(rows + n + k)
+    x = torch.randn(rows, k, generator=gen)
+    weight, bias = uniform(n, k, gen), torch.randn(n, generator=gen)
+    with torch.inference_mode():
+        torch.set_num_threads(2)
+        got = native.linear(x, weight, bias)
+        assert_close(got, torch.nn.functional.linear(x, weight, bias))
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for lo, hi in ((0, 1), (rows - 1, rows), (rows // 3, rows // 3 + 4)):
+                assert torch.equal(native.linear(x[lo:hi], weight, bias), got[lo:hi]), (threads, lo, hi)
+        as_sequence = native.linear(x.reshape(1, rows, k), weight, bias)
+    assert as_sequence.shape == (1, rows, n) and torch.equal(as_sequence[0], got)
+
+
+def test_linear_shapes_are_clear_errors():
+    x, weight, bias = torch.zeros(3, 8), torch.zeros(16, 8), torch.zeros(16)
+    with pytest.raises(RuntimeError, match=r"x must have shape \(\.\.\., K\) with K = 8, got \[3, 7\]"):
+        native.linear(x[:, :7], weight, bias)
+    with pytest.raises(RuntimeError, match=r"bias must have shape \(N,\) = \(16,\), got \[15\]"):
+        native.linear(x, weight, bias[:15])
+    with pytest.raises(RuntimeError, match=r"weight_packed must be alm_forecaster::pack_weight\(weight\)"):
+        torch.ops.alm_forecaster.linear(x, weight, native.packed_weight(torch.zeros(16, 9)), bias)
+
+
+def test_packed_weight_is_kept_until_the_weight_changes():
+    """The packed copy is made once per weight, and again after an in-place update
+    (load_state_dict, an optimiser step): a stale copy would give another model's forecasts."""
+    x_gates, weight = slstm_inputs(2, 5, 16, seed=20)
+    param = torch.nn.Parameter(weight.clone())
+    with torch.inference_mode():
+        first = native.packed_weight(param)
+        assert native.packed_weight(param) is first
+        before = native.slstm_sequence(x_gates, param)
+        param.mul_(0.5)
+        assert native.packed_weight(param) is not first
+        after = native.slstm_sequence(x_gates, param)
+    assert not torch.equal(after, before)
+    assert_close(after, cells._slstm_sequence_torch(x_gates, param.detach()))
 
 
 def test_a_build_is_not_loaded_on_a_cpu_without_its_extensions(tmp_path, monkeypatch):

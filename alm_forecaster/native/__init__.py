@@ -97,7 +97,7 @@ def _report_missing() -> None:
 
 def slstm_sequence(x_gates: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
     """sLSTM over time from zero state: x_gates (B, T, 4H), weight_hh (4H, H) -> h (B, T, H)."""
-    return torch.ops.alm_forecaster.slstm_sequence(x_gates, weight_hh)
+    return torch.ops.alm_forecaster.slstm_sequence(x_gates, weight_hh, packed_weight(weight_hh))
 
 
 def mlstm_sequence(
@@ -108,7 +108,34 @@ def mlstm_sequence(
     x_gates (B, T, 3H); q, k (already divided by sqrt(H)) and v (B, T, H); weight_hh (3H, H).
     Returns h (B, T, H).
     """
-    return torch.ops.alm_forecaster.mlstm_sequence(x_gates, q, k, v, weight_hh)
+    return torch.ops.alm_forecaster.mlstm_sequence(x_gates, q, k, v, weight_hh, packed_weight(weight_hh))
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """bias + x @ weight.T over the last dimension of x, like ``F.linear``; each row's result
+    is independent of the other rows (no BLAS kernel chosen by the batch size)."""
+    return torch.ops.alm_forecaster.linear(x, weight, packed_weight(weight), bias)
+
+
+def packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel's layout of a weight (N, K): panels of 64 columns of its transpose.
+
+    Packing reads and writes the whole weight, as much as a batch-1 step costs, so the packed
+    copy is kept on the weight tensor itself and made again only when the weight's storage or
+    its in-place update counter (``load_state_dict``, an optimiser step) changes. Inference
+    tensors have no counter: theirs is packed on every call.
+    """
+    key = None if weight.is_inference() else (weight.data_ptr(), weight._version)
+    cached = getattr(weight, _PACKED_ATTRIBUTE, None)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    packed = torch.ops.alm_forecaster.pack_weight(weight)
+    if key is not None:
+        setattr(weight, _PACKED_ATTRIBUTE, (key, packed))
+    return packed
+
+
+_PACKED_ATTRIBUTE = "_alm_forecaster_packed"
 
 
 def _load_at_import() -> None:

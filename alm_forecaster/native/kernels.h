@@ -111,89 +111,94 @@ inline void for_lanes(int64_t n, const float* const (&in)[NIN], float* const (&o
   }
 }
 
-// Sixteen horizontal sums at once: lane l of the result is the sum of the 16 lanes of v[l],
-// always associated the same way (lanes l + l+8, then + l+4, then (0 + 2) + (1 + 3)), so a
-// dot product's bits do not depend on which other dot products it was reduced with.
-inline vf hsum16(const vf (&v)[16]) {
-  vf w[8], x[4], y[2];
-  for (int i = 0; i < 8; ++i) {
-    const vf a = v[2 * i], b = v[2 * i + 1];
-    w[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-           __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const vf a = w[2 * i], b = w[2 * i + 1];
-    x[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
-           __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
-  }
-  for (int i = 0; i < 2; ++i) {
-    const vf a = x[2 * i], b = x[2 * i + 1];
-    y[i] = __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
-           __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
-  }
-  return __builtin_shufflevector(y[0], y[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
-         __builtin_shufflevector(y[0], y[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-}
+// The recurrent weights are packed once per weight (pack_panels) into panels of kPanel
+// columns of W^T: P[p][k][c] = W[p * kPanel + c][k], zero past the last row. A step's gate
+// product then reads the weights front to back, kPanelVecs vectors per k, and broadcasts
+// h[s][k]: no horizontal sums, and every (sample, row) result is one FMA chain over k in
+// increasing order, then + xg: the same arithmetic whatever the blocking (and so whatever
+// the batch or the thread split), bit for bit.
+constexpr int64_t kPanel = 64;
+constexpr int kPanelVecs = kPanel / kLanes;
+constexpr int kMaxSamples = 6;  // 6 x 4 accumulators + 4 weight vectors + 1 broadcast <= 32 registers
 
-// gates[s][n] = xg[s][n] + dot(h[s][:K], W[n][:K]) for an MS x MR block of (sample, row),
-// MS * MR <= 16. Every dot product is one 16-lane accumulator chain over k in increasing
-// order, then the hsum16 tree, then the scalar tail: the same arithmetic whatever the blocking
-// (and so whatever the batch), bit for bit.
-template <int MS, int MR>
-inline void dot_block(const float* h, int64_t ldh, const float* W, int64_t K, const float* xg, int64_t ldxg,
-                      float* gates, int64_t ldg) {
-  static_assert(MS * MR <= 16, "block too large");
-  const int64_t k_vec = K - K % kLanes;
-  vf acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = vf{};
-  for (int64_t k = 0; k < k_vec; k += kLanes) {
-    if constexpr (MS == 1) {
-      const vf hv = load(h + k);
-      for (int r = 0; r < MR; ++r) acc[r] += hv * load(W + r * K + k);
-    } else {
-      vf w[MR];
-      for (int r = 0; r < MR; ++r) w[r] = load(W + r * K + k);
-      for (int s = 0; s < MS; ++s) {
-        const vf hv = load(h + s * ldh + k);
-        for (int r = 0; r < MR; ++r) acc[s * MR + r] += hv * w[r];
+inline int64_t panel_count(int64_t N) { return (N + kPanel - 1) / kPanel; }
+
+inline void pack_panels(const float* W, int64_t N, int64_t K, float* P) {
+  for (int64_t p = 0; p < panel_count(N); ++p) {
+    for (int64_t k = 0; k < K; ++k) {
+      float* dst = P + (p * K + k) * kPanel;
+      for (int64_t c = 0; c < kPanel; ++c) {
+        const int64_t n = p * kPanel + c;
+        dst[c] = n < N ? W[n * K + k] : 0.0f;
       }
     }
   }
-  const vf sums = hsum16(acc);
+}
+
+// gates[s][c] = xg[s][c] + sum_k h[s][k] P[k][c] for MS samples and the first `cols` columns
+// of one panel.
+template <int MS>
+inline void panel_block(const float* h, int64_t ldh, const float* P, int64_t K, const float* xg, int64_t ldxg,
+                        float* gates, int64_t ldg, int64_t cols) {
+  vf acc[MS][kPanelVecs];
+  for (int s = 0; s < MS; ++s)
+    for (int v = 0; v < kPanelVecs; ++v) acc[s][v] = vf{};
+  for (int64_t k = 0; k < K; ++k) {
+    vf w[kPanelVecs];
+    for (int v = 0; v < kPanelVecs; ++v) w[v] = load(P + k * kPanel + v * kLanes);
+    for (int s = 0; s < MS; ++s) {
+      const vf hb = splat(h[s * ldh + k]);
+      for (int v = 0; v < kPanelVecs; ++v) acc[s][v] += hb * w[v];
+    }
+  }
   for (int s = 0; s < MS; ++s) {
-    for (int r = 0; r < MR; ++r) {
-      float total = sums[s * MR + r];
-      for (int64_t k = k_vec; k < K; ++k) total += h[s * ldh + k] * W[r * K + k];
-      gates[s * ldg + r] = xg[s * ldxg + r] + total;
+    const float* x = xg + s * ldxg;
+    float* g = gates + s * ldg;
+    if (cols == kPanel) {
+      for (int v = 0; v < kPanelVecs; ++v) store(g + v * kLanes, load(x + v * kLanes) + acc[s][v]);
+    } else {  // the last panel of a weight whose rows are not a multiple of kPanel
+      float buf[kPanel] = {};
+      std::memcpy(buf, x, cols * sizeof(float));
+      for (int v = 0; v < kPanelVecs; ++v) store(buf + v * kLanes, load(buf + v * kLanes) + acc[s][v]);
+      std::memcpy(g, buf, cols * sizeof(float));
     }
   }
 }
 
-// gates (S, N) = xg (S, N) + h (S, K) @ W (N, K)^T, rows of h / xg / gates strided.
-inline void recurrent_gates(const float* h, int64_t ldh, int64_t S, const float* W, int64_t N, int64_t K,
-                     const float* xg, int64_t ldxg, float* gates, int64_t ldg) {
-  if (S == 1) {
-    int64_t n = 0;
-    for (; n + 16 <= N; n += 16) dot_block<1, 16>(h, ldh, W + n * K, K, xg + n, ldxg, gates + n, ldg);
-    for (; n < N; ++n) dot_block<1, 1>(h, ldh, W + n * K, K, xg + n, ldxg, gates + n, ldg);
-    return;
+template <int MS>
+inline void panel_rows(const float* h, int64_t ldh, int64_t S, const float* P, int64_t K, const float* xg,
+                       int64_t ldxg, float* gates, int64_t ldg, int64_t cols) {
+  int64_t s = 0;
+  for (; s + MS <= S; s += MS) panel_block<MS>(h + s * ldh, ldh, P, K, xg + s * ldxg, ldxg, gates + s * ldg, ldg, cols);
+  if constexpr (MS > 1) {
+    if (s < S) panel_rows<MS - 1>(h + s * ldh, ldh, S - s, P, K, xg + s * ldxg, ldxg, gates + s * ldg, ldg, cols);
   }
-  int64_t n = 0;
-  for (; n + 4 <= N; n += 4) {
-    const float* Wn = W + n * K;
-    int64_t s = 0;
-    for (; s + 4 <= S; s += 4)
-      dot_block<4, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg);
-    switch (S - s) {
-      case 3: dot_block<3, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg); break;
-      case 2: dot_block<2, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg); break;
-      case 1: dot_block<1, 4>(h + s * ldh, ldh, Wn, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg); break;
-      default: break;
+}
+
+// gates (S, n) = xg (S, n) + h (S, K) @ W[rows]^T for n consecutive rows of W starting at a
+// panel boundary; P points at that panel. Rows of h / xg / gates strided.
+inline void recurrent_gates(const float* h, int64_t ldh, int64_t S, const float* P, int64_t n, int64_t K,
+                            const float* xg, int64_t ldxg, float* gates, int64_t ldg) {
+  for (int64_t c0 = 0; c0 < n; c0 += kPanel) {
+    const int64_t cols = std::min(kPanel, n - c0);
+    panel_rows<kMaxSamples>(h, ldh, S, P + (c0 / kPanel) * K * kPanel, K, xg + c0, ldxg, gates + c0, ldg, cols);
+  }
+}
+
+// out (M, N) = bias + x (M, K) @ W^T with W packed (pack_panels), rows of x strided by ldx,
+// out contiguous: the input projections of every step of a sequence, one call per cell.
+// Threads split the panels (each streams its share of W once, its panel stays in cache over
+// all rows); every output is the same FMA chain as above, so a row's result does not depend
+// on M or on the split.
+template <class ParallelFor>
+void packed_linear(const float* x, int64_t ldx, int64_t M, const float* P, int64_t N, int64_t K, const float* bias,
+                   float* out, const ParallelFor& parallel_for) {
+  parallel_for(0, panel_count(N), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c0 = p * kPanel, cols = std::min(kPanel, N - c0);
+      panel_rows<kMaxSamples>(x, ldx, M, P + p * K * kPanel, K, bias + c0, 0, out + c0, N, cols);
     }
-  }
-  for (; n < N; ++n)
-    for (int64_t s = 0; s < S; ++s)
-      dot_block<1, 1>(h + s * ldh, ldh, W + n * K, K, xg + s * ldxg + n, ldxg, gates + s * ldg + n, ldg);
+  });
 }
 
 // Copy rows of x (S rows, strided) into a dense (S, N) buffer: the t = 0 gates (h = 0).
@@ -272,15 +277,18 @@ struct Slice {
 };
 
 // Rows [u0, u1) of each of the `chunks` gate chunks: gates = xg (+ h_prev @ W^T when t > 0).
-inline void slice_gates(const Slice& sl, int64_t chunks, const float* h_prev, int64_t ldh, int64_t S, const float* W,
+// P: the packed weight (chunks * H rows). A run that owns all units does all rows at once
+// (panels may then straddle chunks); cooperative slices start at panel boundaries (make_plan).
+inline void slice_gates(const Slice& sl, int64_t chunks, const float* h_prev, int64_t ldh, int64_t S, const float* P,
                         int64_t H, const float* xg_t, int64_t ldxg, float* gates, int64_t ldg) {
-  const int64_t n = sl.u1 - sl.u0;
-  for (int64_t c = 0; c < chunks; ++c) {
+  const bool whole = sl.u0 == 0 && sl.u1 == H;
+  const int64_t pieces = whole ? 1 : chunks, n = whole ? chunks * H : sl.u1 - sl.u0;
+  for (int64_t c = 0; c < pieces; ++c) {
     const int64_t row = c * H + sl.u0;
     if (h_prev == nullptr) {
       copy_rows(xg_t + row, ldxg, S, n, gates + row, ldg);
     } else {
-      recurrent_gates(h_prev, ldh, S, W + row * H, n, H, xg_t + row, ldxg, gates + row, ldg);
+      recurrent_gates(h_prev, ldh, S, P + (row / kPanel) * H * kPanel, n, H, xg_t + row, ldxg, gates + row, ldg);
     }
   }
 }
@@ -344,20 +352,20 @@ inline float memory_step(float* U, int64_t H, int64_t j_begin, int64_t j_end, co
 // in L2 next to the recurrent weights, and the group shares each weight read.
 inline int64_t mlstm_group_size(int64_t H) {
   const int64_t bytes = H * H * static_cast<int64_t>(sizeof(float));
-  const int64_t budget = 1 << 20;  // ~1 MB of memories, leaves L2 room for W_hh (0.75 MB at H=256)
+  const int64_t budget = 3 << 18;  // 768 KB: 3 memories at H=256 (measured best of 1-8 with a 1 MB L2)
   return std::max<int64_t>(1, std::min<int64_t>(8, budget / std::max<int64_t>(bytes, 1)));
 }
 
 // sLSTM over S consecutive samples (pointers already at the first one), from zero state.
-// xg: x_gates, element (s, t, n) at xg[s * xs_b + t * xs_t + n]; W: (4H, H) contiguous; o:
+// xg: x_gates, element (s, t, n) at xg[s * xs_b + t * xs_t + n]; P: W_hh (4H, H) packed; o:
 // output, element (s, t, j) at o[s * T * H + t * H + j]. gates (S, 4H) and cell (S, H, zeroed)
 // are scratch, shared by the workers of a cooperative run; this call does units [u0, u1).
-inline void slstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, int64_t H, int64_t T, float* o,
+inline void slstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* P, int64_t H, int64_t T, float* o,
                       int64_t S, float* gates, float* cell, const Slice& sl) {
   const int64_t G = 4 * H, os_b = T * H, u0 = sl.u0, n = sl.u1 - sl.u0;
   for (int64_t t = 0; t < T; ++t) {
     const float* h_prev = t == 0 ? nullptr : o + (t - 1) * H;
-    slice_gates(sl, 4, h_prev, os_b, S, W, H, xg + t * xs_t, xs_b, gates, G);
+    slice_gates(sl, 4, h_prev, os_b, S, P, H, xg + t * xs_t, xs_b, gates, G);
     for (int64_t s = 0; s < S; ++s) {
       const float* g = gates + s * G + u0;
       float* c = cell + s * H + u0;
@@ -384,12 +392,12 @@ struct MlstmScratch {
 };
 
 // mLSTM over S consecutive samples (pointers already at the first one), from zero state.
-// q, k, v: element (s, t, j) at p[s * s_b + t * s_t + j]; W: (3H, H) contiguous; o as for the
+// q, k, v: element (s, t, j) at p[s * s_b + t * s_t + j]; P: W_hh (3H, H) packed; o as for the
 // sLSTM. This call does gate units and memory columns [u0, u1); `part` is its first part
 // (its slot in scratch.part_max), `parts` the number of parts of the run.
 inline void mlstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp, int64_t qs_b, int64_t qs_t,
                       const float* kp, int64_t ks_b, int64_t ks_t, const float* vp, int64_t vs_b, int64_t vs_t,
-                      const float* W, int64_t H, int64_t T, float* o, int64_t S, MlstmScratch& sc, const Slice& sl,
+                      const float* P, int64_t H, int64_t T, float* o, int64_t S, MlstmScratch& sc, const Slice& sl,
                       int64_t part, int64_t parts) {
   const int64_t G = 3 * H, os_b = T * H, u0 = sl.u0, u1 = sl.u1, n = u1 - u0;
   Buffer scale_buf(S);  // every worker keeps the same copy
@@ -399,7 +407,7 @@ inline void mlstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* 
   for (int64_t t = 0; t < T; ++t) {
     // Phase 1: own gate rows; a = f / s_prev and b = i * v for own units.
     const float* h_prev = t == 0 ? nullptr : o + (t - 1) * H;
-    slice_gates(sl, 3, h_prev, os_b, S, W, H, xg + t * xs_t, xs_b, gates, G);
+    slice_gates(sl, 3, h_prev, os_b, S, P, H, xg + t * xs_t, xs_b, gates, G);
     for (int64_t s = 0; s < S; ++s) {
       const float* gs = gates + s * G + u0;
       const float s_prev = scale[s];
@@ -443,11 +451,11 @@ struct Plan {
 };
 
 inline Plan make_plan(int64_t B, int64_t H, int64_t threads) {
-  constexpr int64_t kMinUnitsPerPart = 64;  // below this the barriers cost more than they save
-  if (threads < 2 || B >= 2 * threads) return {1, H};
-  const int64_t parts = std::min(threads, H / kMinUnitsPerPart);
+  // Slices start at panel boundaries; the barriers cost more than they save below one panel each.
+  if (threads < 2 || B >= 2 * threads || H % kPanel != 0) return {1, H};
+  const int64_t parts = std::min(threads, H / kPanel);
   if (parts < 2) return {1, H};
-  const int64_t unit = ((H + parts - 1) / parts + kLanes - 1) / kLanes * kLanes;
+  const int64_t unit = ((H + parts - 1) / parts + kPanel - 1) / kPanel * kPanel;
   const int64_t used = (H + unit - 1) / unit;
   return used < 2 ? Plan{1, H} : Plan{used, unit};
 }
@@ -456,7 +464,7 @@ inline Plan make_plan(int64_t B, int64_t H, int64_t threads) {
 // covering [begin, end) (concurrently when it can: cooperative mode needs the chunks of
 // different threads to run at the same time, which at::parallel_for guarantees).
 template <class ParallelFor>
-void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, int64_t B, int64_t H, int64_t T,
+void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* P, int64_t B, int64_t H, int64_t T,
                    float* o, int64_t threads, const ParallelFor& parallel_for) {
   const int64_t G = 4 * H, os_b = T * H;
   const Plan plan = make_plan(B, H, threads);
@@ -464,7 +472,7 @@ void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, 
     parallel_for(0, B, [&](int64_t b0, int64_t b1) {
       const int64_t S = b1 - b0;
       Buffer gates(S * G), cell(S * H, true);
-      slstm_run(xg + b0 * xs_b, xs_b, xs_t, W, H, T, o + b0 * os_b, S, gates.data(), cell.data(),
+      slstm_run(xg + b0 * xs_b, xs_b, xs_t, P, H, T, o + b0 * os_b, S, gates.data(), cell.data(),
                 Slice{0, H, nullptr, 1});
     });
     return;
@@ -473,7 +481,7 @@ void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, 
   Team team(plan.parts);
   parallel_for(0, plan.parts, [&](int64_t p0, int64_t p1) {
     const Slice sl{p0 * plan.unit, std::min(H, p1 * plan.unit), &team, p1 - p0};
-    slstm_run(xg, xs_b, xs_t, W, H, T, o, B, gates.data(), cell.data(), sl);
+    slstm_run(xg, xs_b, xs_t, P, H, T, o, B, gates.data(), cell.data(), sl);
   });
 }
 
@@ -484,7 +492,7 @@ void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* W, 
 template <class ParallelFor>
 void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp, int64_t qs_b, int64_t qs_t,
                    const float* kp, int64_t ks_b, int64_t ks_t, const float* vp, int64_t vs_b, int64_t vs_t,
-                   const float* W, int64_t B, int64_t H, int64_t T, float* o, int64_t threads,
+                   const float* P, int64_t B, int64_t H, int64_t T, float* o, int64_t threads,
                    const ParallelFor& parallel_for) {
   const int64_t os_b = T * H;
   constexpr bool kCooperative = false;
@@ -497,7 +505,7 @@ void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp,
         const int64_t S = std::min(cap, b1 - g0);
         MlstmScratch scratch(S, H, 1);
         mlstm_run(xg + g0 * xs_b, xs_b, xs_t, qp + g0 * qs_b, qs_b, qs_t, kp + g0 * ks_b, ks_b, ks_t, vp + g0 * vs_b,
-                  vs_b, vs_t, W, H, T, o + g0 * os_b, S, scratch, Slice{0, H, nullptr, 1}, 0, 1);
+                  vs_b, vs_t, P, H, T, o + g0 * os_b, S, scratch, Slice{0, H, nullptr, 1}, 0, 1);
       }
     });
     return;
@@ -506,7 +514,7 @@ void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp,
   Team team(plan.parts);
   parallel_for(0, plan.parts, [&](int64_t p0, int64_t p1) {
     const Slice sl{p0 * plan.unit, std::min(H, p1 * plan.unit), &team, p1 - p0};
-    mlstm_run(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, W, H, T, o, B, scratch, sl, p0,
+    mlstm_run(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, P, H, T, o, B, scratch, sl, p0,
               plan.parts);
   });
 }

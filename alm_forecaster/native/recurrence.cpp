@@ -1,12 +1,16 @@
 // Compiled CPU kernel for the two xLSTM recurrences (see alm_forecaster/cells.py for the
 // PyTorch reference versions and their equations; the design notes follow).
 //
-//   alm_forecaster::slstm_sequence(x_gates (B,T,4H), weight_hh (4H,H)) -> (B,T,H)
-//   alm_forecaster::mlstm_sequence(x_gates (B,T,3H), q, k, v (B,T,H), weight_hh (3H,H)) -> (B,T,H)
+//   alm_forecaster::pack_weight(weight (N,K)) -> packed (ceil(N/64), K, 64)
+//   alm_forecaster::linear(x (..., K), weight (N,K), packed, bias (N)) -> (..., N)
+//   alm_forecaster::slstm_sequence(x_gates (B,T,4H), weight_hh (4H,H), packed) -> (B,T,H)
+//   alm_forecaster::mlstm_sequence(x_gates (B,T,3H), q, k, v (B,T,H), weight_hh (3H,H), packed) -> (B,T,H)
 //
 // float32, CPU. Both start from zero state. Design notes:
-// * The recurrent product h @ W_hh.T is a hand-written register-blocked kernel: every
-//   (sample, row) dot product is one 16-lane accumulator over k in the same order whatever
+// * The recurrent product h @ W_hh.T is a hand-written register-blocked kernel over W_hh
+//   packed once into panels of 64 columns of W_hh.T (the caller keeps the packed copy next
+//   to the weight): the weights stream front to back, up to 6 samples share each weight
+//   load, and every (sample, row) result is one FMA chain over k in the same order whatever
 //   the blocking, so a sample's numbers do not depend on its batch mates (bitwise).
 // * The mLSTM memory is kept unnormalised (U) together with its scale s: the next step is
 //   U <- (f / s_prev) * U + (i * v) k^T, fused in one pass with max|U| and the read-out
@@ -25,6 +29,7 @@
 #include <torch/library.h>
 
 #include <utility>
+#include <vector>
 
 #include "kernels.h"
 
@@ -51,32 +56,84 @@ int64_t threads() { return at::in_parallel_region() ? 1 : at::get_num_threads();
 at::Tensor unit_last_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
 // ---------------------------------------------------------------------------------------
+// Packed recurrent weights
+// ---------------------------------------------------------------------------------------
+
+at::Tensor pack_weight(const at::Tensor& weight_in) {
+  constexpr const char* op = "alm_forecaster::pack_weight";
+  check_float_cpu(weight_in, op, "weight");
+  TORCH_CHECK(weight_in.dim() == 2, op, ": weight must be 2-D (N, K), got shape ", weight_in.sizes());
+  const at::Tensor weight = weight_in.contiguous();
+  const int64_t N = weight.size(0), K = weight.size(1);
+  at::Tensor packed = at::empty({alm_native::panel_count(N), K, alm_native::kPanel}, weight.options());
+  alm_native::pack_panels(weight.data_ptr<float>(), N, K, packed.data_ptr<float>());
+  return packed;
+}
+
+void check_packed(const at::Tensor& packed, int64_t N, int64_t K, const char* op, const char* of) {
+  check_float_cpu(packed, op, "weight_packed");
+  TORCH_CHECK(packed.dim() == 3 && packed.size(0) == alm_native::panel_count(N) && packed.size(1) == K &&
+                  packed.size(2) == alm_native::kPanel && packed.is_contiguous(),
+              op, ": weight_packed must be alm_forecaster::pack_weight(", of, "), got shape ", packed.sizes());
+}
+
+at::Tensor linear(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& packed, const at::Tensor& bias_in) {
+  constexpr const char* op = "alm_forecaster::linear";
+  check_float_cpu(x_in, op, "x");
+  check_float_cpu(weight, op, "weight");
+  check_float_cpu(bias_in, op, "bias");
+  TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (N, K), got shape ", weight.sizes());
+  const int64_t N = weight.size(0), K = weight.size(1);
+  TORCH_CHECK(x_in.dim() >= 1 && x_in.size(-1) == K, op, ": x must have shape (..., K) with K = ", K, ", got ",
+              x_in.sizes());
+  TORCH_CHECK(bias_in.dim() == 1 && bias_in.size(0) == N, op, ": bias must have shape (N,) = (", N, ",), got ",
+              bias_in.sizes());
+  check_packed(packed, N, K, op, "weight");
+  const at::Tensor x = x_in.contiguous(), bias = bias_in.contiguous();
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
+  at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t M = K == 0 ? 0 : x.numel() / K;
+  if (M == 0 || N == 0) return out;
+  alm_native::packed_linear(x.data_ptr<float>(), K, M, packed.data_ptr<float>(), N, K, bias.data_ptr<float>(),
+                            out.data_ptr<float>(), ParallelFor{});
+  return out;
+}
+
+// H of weight_hh (chunks * H, H), with its packed copy checked against it.
+int64_t hidden_size(const at::Tensor& weight_hh, const at::Tensor& packed, int64_t chunks, const char* op) {
+  const char* shape = chunks == 4 ? "(4H, H)" : "(3H, H)";
+  check_float_cpu(weight_hh, op, "weight_hh");
+  TORCH_CHECK(weight_hh.dim() == 2, op, ": weight_hh must be 2-D ", shape, ", got shape ", weight_hh.sizes());
+  const int64_t H = weight_hh.size(1);
+  TORCH_CHECK(H > 0 && weight_hh.size(0) == chunks * H, op, ": weight_hh must have shape ", shape, ", got ",
+              weight_hh.sizes());
+  check_packed(packed, chunks * H, H, op, "weight_hh");
+  return H;
+}
+
+// ---------------------------------------------------------------------------------------
 // sLSTM
 // ---------------------------------------------------------------------------------------
 
-at::Tensor slstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& weight_hh_in) {
+at::Tensor slstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& weight_hh, const at::Tensor& packed) {
   constexpr const char* op = "alm_forecaster::slstm_sequence";
   check_float_cpu(x_gates_in, op, "x_gates");
-  check_float_cpu(weight_hh_in, op, "weight_hh");
-  TORCH_CHECK(weight_hh_in.dim() == 2, op, ": weight_hh must be 2-D (4H, H), got shape ", weight_hh_in.sizes());
-  const int64_t H = weight_hh_in.size(1);
-  TORCH_CHECK(H > 0 && weight_hh_in.size(0) == 4 * H, op, ": weight_hh must have shape (4H, H), got ",
-              weight_hh_in.sizes());
+  const int64_t H = hidden_size(weight_hh, packed, 4, op);
   TORCH_CHECK(x_gates_in.dim() == 3 && x_gates_in.size(2) == 4 * H, op,
               ": x_gates must have shape (B, T, 4H) with 4H = ", 4 * H, ", got ", x_gates_in.sizes());
 
   const at::Tensor x_gates = unit_last_stride(x_gates_in);
-  const at::Tensor weight = weight_hh_in.contiguous();
   const int64_t B = x_gates.size(0), T = x_gates.size(1);
   at::Tensor out = at::empty({B, T, H}, x_gates.options().memory_format(at::MemoryFormat::Contiguous));
   if (B == 0 || T == 0) return out;
 
   const float* xg = x_gates.data_ptr<float>();
   const int64_t xs_b = x_gates.stride(0), xs_t = x_gates.stride(1);
-  const float* W = weight.data_ptr<float>();
+  const float* P = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
 
-  alm_native::slstm_forward(xg, xs_b, xs_t, W, B, H, T, o, threads(), ParallelFor{});
+  alm_native::slstm_forward(xg, xs_b, xs_t, P, B, H, T, o, threads(), ParallelFor{});
   return out;
 }
 
@@ -85,17 +142,13 @@ at::Tensor slstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& weight
 // ---------------------------------------------------------------------------------------
 
 at::Tensor mlstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& q_in, const at::Tensor& k_in,
-                          const at::Tensor& v_in, const at::Tensor& weight_hh_in) {
+                          const at::Tensor& v_in, const at::Tensor& weight_hh, const at::Tensor& packed) {
   constexpr const char* op = "alm_forecaster::mlstm_sequence";
   check_float_cpu(x_gates_in, op, "x_gates");
   check_float_cpu(q_in, op, "q");
   check_float_cpu(k_in, op, "k");
   check_float_cpu(v_in, op, "v");
-  check_float_cpu(weight_hh_in, op, "weight_hh");
-  TORCH_CHECK(weight_hh_in.dim() == 2, op, ": weight_hh must be 2-D (3H, H), got shape ", weight_hh_in.sizes());
-  const int64_t H = weight_hh_in.size(1);
-  TORCH_CHECK(H > 0 && weight_hh_in.size(0) == 3 * H, op, ": weight_hh must have shape (3H, H), got ",
-              weight_hh_in.sizes());
+  const int64_t H = hidden_size(weight_hh, packed, 3, op);
   TORCH_CHECK(x_gates_in.dim() == 3 && x_gates_in.size(2) == 3 * H, op,
               ": x_gates must have shape (B, T, 3H) with 3H = ", 3 * H, ", got ", x_gates_in.sizes());
   const int64_t B = x_gates_in.size(0), T = x_gates_in.size(1);
@@ -107,7 +160,6 @@ at::Tensor mlstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& q_in, 
 
   const at::Tensor x_gates = unit_last_stride(x_gates_in);
   const at::Tensor q = unit_last_stride(q_in), k = unit_last_stride(k_in), v = unit_last_stride(v_in);
-  const at::Tensor weight = weight_hh_in.contiguous();
   at::Tensor out = at::empty({B, T, H}, x_gates.options().memory_format(at::MemoryFormat::Contiguous));
   if (B == 0 || T == 0) return out;
 
@@ -117,9 +169,9 @@ at::Tensor mlstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& q_in, 
   const int64_t qs_b = q.stride(0), qs_t = q.stride(1);
   const int64_t ks_b = k.stride(0), ks_t = k.stride(1);
   const int64_t vs_b = v.stride(0), vs_t = v.stride(1);
-  const float* W = weight.data_ptr<float>();
+  const float* P = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  alm_native::mlstm_forward(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, W, B, H, T, o, threads(),
+  alm_native::mlstm_forward(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, P, B, H, T, o, threads(),
                             ParallelFor{});
   return out;
 }
@@ -127,11 +179,15 @@ at::Tensor mlstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& q_in, 
 }  // namespace
 
 TORCH_LIBRARY(alm_forecaster, m) {
-  m.def("slstm_sequence(Tensor x_gates, Tensor weight_hh) -> Tensor");
-  m.def("mlstm_sequence(Tensor x_gates, Tensor q, Tensor k, Tensor v, Tensor weight_hh) -> Tensor");
+  m.def("pack_weight(Tensor weight) -> Tensor");
+  m.def("linear(Tensor x, Tensor weight, Tensor weight_packed, Tensor bias) -> Tensor");
+  m.def("slstm_sequence(Tensor x_gates, Tensor weight_hh, Tensor weight_packed) -> Tensor");
+  m.def("mlstm_sequence(Tensor x_gates, Tensor q, Tensor k, Tensor v, Tensor weight_hh, Tensor weight_packed) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(alm_forecaster, CPU, m) {
+  m.impl("pack_weight", &pack_weight);
+  m.impl("linear", &linear);
   m.impl("slstm_sequence", &slstm_sequence);
   m.impl("mlstm_sequence", &mlstm_sequence);
 }
