@@ -334,7 +334,7 @@ class Forecaster:
             "quantiles": list(self.levels) if self.levels else None,
             "parameter_count": self.model.parameter_count(),
             "device": str(self.device),
-            "native_kernel": self.device.type == "cpu" and native.is_loaded(),
+            "native_kernel": native.variant() if self.device.type == "cpu" else None,
             "torch_threads": torch.get_num_threads(),
             "checkpoint_sha256": self.loaded.sha256,
             "config_disagreements": list(self.loaded.warnings),

@@ -34,7 +34,7 @@ def machine() -> dict:
         "torchserve": _version("torchserve"),
         "torch_model_archiver": _version("torch-model-archiver"),
         "java": (_run(["java", "-version"], stderr=True).splitlines() or ["?"])[0],
-        "native_kernel": native.is_loaded(),
+        "native_kernel": native.variant(),
         "free_m": _run(["free", "-m"]).strip(),
     }
 

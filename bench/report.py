@@ -37,7 +37,7 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
         f"Measured {results['date']} on **{m['cpu']}** ({m['nproc']} vCPUs, {m['hypervisor'] or 'bare metal'}, "
         f"{m['cpu_flags']}; L2 {m['l2']}, L3 {m['l3']}), {m['memory_gib']} GiB RAM; {m['os']}; Python {m['python']}, "
         f"torch {m['torch']}, TorchServe {m['torchserve']} (archiver {m['torch_model_archiver']}), {m['java']}; "
-        f"compiled kernel {'loaded' if m['native_kernel'] else 'NOT built'}. The load client runs on the same "
+        f"compiled kernel {m['native_kernel'] or 'NOT built'}. The load client runs on the same "
         "2 cores as the server (its CPU time per request is in the tables)."
     )
     add(

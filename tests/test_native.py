@@ -7,7 +7,11 @@ so these tests never silently skip the kernel.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -246,8 +250,8 @@ def test_switch_off_by_environment(monkeypatch):
 
 
 def test_library_state():
-    assert native.is_loaded()
-    assert native.library_path().is_file()
+    assert native.is_loaded() and native.variant() == "native"
+    assert native.library_path().is_file() and native.library_path("portable").is_file()
     assert native.library_path().parent.name == "_build"
 
 
@@ -337,19 +341,57 @@ def test_packed_weight_is_kept_until_the_weight_changes():
 
 def test_a_build_is_not_loaded_on_a_cpu_without_its_extensions(tmp_path, monkeypatch):
     """-march=native code taken to an older CPU would die of SIGILL: it is refused instead, with
-    a warning naming what is missing, and the PyTorch recurrences serve."""
+    a warning naming what is missing, and the portable build serves (PyTorch when there is none)."""
     record = tmp_path / native.CPU_FEATURES_FILE
     record.write_text("sse4_2 avx2 avx512f\n")
     assert native.missing_cpu_features(record, {"sse4_2", "avx2"}) == ["avx512f"]
     assert native.missing_cpu_features(record, None) == []
     assert native.missing_cpu_features(tmp_path / "absent.txt", {"avx2"}) == []
-    # The real build records this machine's extensions, all present here.
-    built = native.library_path().with_name(native.CPU_FEATURES_FILE)
+    # The native build records this machine's extensions, all present here; the portable one none.
+    built = native.library_path("native").with_name(native.CPU_FEATURES_FILE)
     assert built.is_file() and native.missing_cpu_features(built, native.cpu_features()) == []
-    # What the import does on a CPU that lacks one of them: refuse before loading.
+    assert not native.library_path("portable").with_name(native.CPU_FEATURES_FILE).exists()
+    # What the import does on a CPU that lacks one of them: refuse before loading, take the portable build.
     monkeypatch.setattr(native, "_load_error", native._load_error)
     monkeypatch.setattr(native, "cpu_features", lambda: {"sse4_2"})
     loads = []
-    monkeypatch.setattr(native, "_load", lambda path: loads.append(path) or True)
+    monkeypatch.setattr(native, "_load", lambda path, name: loads.append(name) or True)
+    native._load_at_import()
+    assert loads == ["portable"]
+    # Without a portable build: refused with the reason, and the PyTorch path serves.
+    monkeypatch.setattr(native, "VARIANTS", native.VARIANTS[:1])
+    loads.clear()
     native._load_at_import()
     assert loads == [] and "which this one lacks" in native.load_error()
+
+
+PORTABLE_PROBE = """
+import json, sys, torch
+from alm_forecaster import native
+from alm_forecaster.config import ModelConfig
+from alm_forecaster.model import XLSTMForecaster
+torch.manual_seed(0)
+model = XLSTMForecaster(ModelConfig()).eval()
+x = torch.randn(4, 20, 128, generator=torch.Generator().manual_seed(1))
+with torch.inference_mode():
+    out = torch.cat([model(x), model(x[2:3])])
+print(json.dumps({"variant": native.variant(), "out": out.tolist()}))
+"""
+
+
+def test_portable_build_runs_and_agrees(tmp_path):
+    """The portable build (no -march: x86-64 baseline, no FMA), loaded as on an older CPU:
+    the same forecasts as the PyTorch path within float32 rounding, and batch-invariant."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(PORTABLE_PROBE)
+    assert native.library_path("portable").is_file()
+    results = {}
+    for setting in ("portable", "0"):
+        env = dict(os.environ, **{native.ENV_SWITCH: setting})
+        proc = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results["portable"]["variant"] == "portable" and results["0"]["variant"] is None
+    portable, pytorch = torch.tensor(results["portable"]["out"]), torch.tensor(results["0"]["out"])
+    assert rel(portable[:4], pytorch[:4]) <= 1e-5
+    assert torch.equal(portable[4], portable[2])  # batch-invariant bitwise, like the native build

@@ -1,19 +1,29 @@
-"""Optional compiled CPU kernel for the two recurrent loops (`recurrence.cpp`).
+"""Optional compiled CPU kernel for the recurrent loops and the linear layers (`recurrence.cpp`).
 
 The operators ``torch.ops.alm_forecaster.slstm_sequence`` and ``mlstm_sequence`` compute
 exactly what ``alm_forecaster.cells._slstm_sequence_torch`` / ``_mlstm_sequence_torch`` do,
-for float32 CPU tensors, without per-op overhead and with the mLSTM memory kept in cache.
+and ``linear`` what ``F.linear`` does, for float32 CPU tensors, without per-op overhead, with
+the weights packed once for the kernel and the mLSTM memory kept in cache.
 
-The shared library is built ahead of time (``python -m alm_forecaster.native``, which
-``scripts/build_native.py``, the set-up script and CI run) into ``alm_forecaster/native/_build/``.
-Importing this module only *loads* an existing build; it never compiles (compiling is slow and
-this module is imported inside server workers). When the library fails to load, the import logs
-one warning; when it is missing, the first forward that could have used it does (not the
-import: the build command and the archive tools import this module without forecasting).
-Either way `supports` is False and callers fall back to the PyTorch versions.
+Two builds of the same sources, made ahead of time (``python -m alm_forecaster.native``, which
+the set-up script, the image build and CI run) under ``alm_forecaster/native/_build/``:
 
-``ALM_FORECASTER_NATIVE=0`` in the environment turns the kernel off (checked on every call,
-and the library is then not loaded at import either).
+    native     -march=native: every extension of the build machine (AVX-512 here); the build
+               records them in cpu_features.txt, and a CPU that lacks one never loads it
+    portable   the compiler's default target (x86-64 baseline: SSE2, no FMA): any CPU of the
+               architecture; the same arithmetic up to float32 rounding, slower
+
+The import loads the native build when this CPU has everything it was built for, else the
+portable one (one warning: an image built on a newer CPU keeps a compiled kernel instead of
+dying of SIGILL or falling back to PyTorch). It never compiles (slow, and this module is
+imported inside server workers). When no build loads, the import logs one warning; when none
+is built, the first forward that could have used one does (not the import: the build command
+and the archive tools import this module without forecasting). Either way `supports` is False
+and callers fall back to the PyTorch versions.
+
+``ALM_FORECASTER_NATIVE`` in the environment: ``0`` turns the kernel off (checked on every
+call, and no library is then loaded at import either); ``portable`` loads only the portable
+build (to compare the two, or to rule the native one out).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,11 +46,29 @@ ENV_SWITCH = "ALM_FORECASTER_NATIVE"
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = (_HERE / "recurrence.cpp",)
+HEADERS = (_HERE / "kernels.h",)
 BUILD_DIR = _HERE / "_build"
-#: -march=native: the library is built on the machine that runs it. No -ffast-math (exp/tanh stay exact).
-#: -fopenmp: at::parallel_for is a header template; without OpenMP it silently runs on one thread.
-#: The library then links libgomp.so.1, which resolves to the copy torch has already loaded.
-EXTRA_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-Wall")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One build of the sources: its name, library file stem, directory and target flags."""
+
+    name: str
+    library: str
+    directory: Path
+    target_flags: tuple[str, ...]
+
+
+#: In the order the import tries them.
+VARIANTS = (
+    Variant("native", LIBRARY_NAME, BUILD_DIR, ("-march=native",)),
+    Variant("portable", f"{LIBRARY_NAME}_portable", BUILD_DIR / "portable", ()),
+)
+#: No -ffast-math (exp/tanh stay exact). -fopenmp: at::parallel_for is a header template; without
+#: OpenMP it silently runs on one thread. The library then links libgomp.so.1, which resolves to
+#: the copy torch has already loaded.
+EXTRA_CFLAGS = ("-O3", "-fopenmp", "-Wall")
 EXTRA_LDFLAGS = ("-fopenmp",)
 #: Beside the library: the build machine's instruction-set extensions. -march=native may use any
 #: of them, so a library (an archive, an image) taken to a CPU without one is not loaded there.
@@ -47,6 +76,7 @@ CPU_FEATURES_FILE = "cpu_features.txt"
 ISA_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "bmi", "amx", "vpclmul", "vaes", "gfni", "sha_ni", "adx", "abm")
 
 _loaded = False
+_variant: str | None = None
 _load_error: str | None = None
 #: The library found missing at import, until a forward has reported it.
 _missing: Path | None = None
@@ -55,6 +85,11 @@ _missing: Path | None = None
 def is_loaded() -> bool:
     """Whether the operators are registered in this process."""
     return _loaded
+
+
+def variant() -> str | None:
+    """Which build is loaded: "native", "portable", or None."""
+    return _variant
 
 
 def load_error() -> str | None:
@@ -140,24 +175,35 @@ _PACKED_ATTRIBUTE = "_alm_forecaster_packed"
 
 def _load_at_import() -> None:
     global _load_error, _missing
-    if not _enabled():
+    setting = os.environ.get(ENV_SWITCH, "1").strip()
+    if setting == "0":
         _load_error = f"disabled by {ENV_SWITCH}=0"
         return
-    path = library_path()
-    if not path.is_file():
-        _load_error = f"{path} not built"
-        _missing = path
-        return
-    missing = missing_cpu_features(path.with_name(CPU_FEATURES_FILE), cpu_features())
-    if missing:
-        # -march=native code would die of SIGILL on this CPU: refuse it while we still can.
-        _load_error = f"{path} was built for a CPU with {', '.join(missing)}, which this one lacks"
-        logger.warning("alm_forecaster native kernel not loaded (%s); using the PyTorch recurrences", _load_error)
-        return
-    if _load(path):
-        newest_source = max(src.stat().st_mtime for src in SOURCES if src.is_file())
+    candidates = [v for v in VARIANTS if v.name == "portable"] if setting == "portable" else list(VARIANTS)
+    refused = []
+    for candidate in candidates:
+        path = library_path(candidate.name)
+        if not path.is_file():
+            continue
+        missing = missing_cpu_features(path.with_name(CPU_FEATURES_FILE), cpu_features())
+        if missing:
+            # -march=native code would die of SIGILL on this CPU: refuse it while we still can.
+            refused.append(f"{path} was built for a CPU with {', '.join(missing)}, which this one lacks")
+            continue
+        if not _load(path, candidate.name):
+            return
+        if refused:
+            logger.warning("alm_forecaster native kernel: %s; using the portable build (slower)", refused[0])
+        newest_source = max(src.stat().st_mtime for src in SOURCES + HEADERS if src.is_file())
         if path.stat().st_mtime < newest_source:
             logger.warning("alm_forecaster native kernel %s is older than its source; rebuild it", path)
+        return
+    if refused:
+        _load_error = "; ".join(refused) + " (and no portable build)"
+        logger.warning("alm_forecaster native kernel not loaded (%s); using the PyTorch recurrences", _load_error)
+        return
+    _load_error = f"{library_path(candidates[0].name)} not built"
+    _missing = library_path(candidates[0].name)
 
 
 def cpu_features() -> set[str] | None:
@@ -184,21 +230,29 @@ def _enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip() != "0"
 
 
-def library_path() -> Path:
-    """Where the built shared library is (whether or not it exists yet)."""
+def library_path(name: str = "native") -> Path:
+    """Where a build's shared library is (whether or not it exists yet)."""
+    build = _by_name(name)
     suffix = ".pyd" if sys.platform == "win32" else ".so"
-    return BUILD_DIR / f"{LIBRARY_NAME}{suffix}"
+    return build.directory / f"{build.library}{suffix}"
 
 
-def _load(path: Path) -> bool:
-    global _loaded, _load_error
+def _by_name(name: str) -> Variant:
+    for candidate in VARIANTS:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"unknown build {name!r}; expected one of {[v.name for v in VARIANTS]}")
+
+
+def _load(path: Path, name: str) -> bool:
+    global _loaded, _load_error, _variant
     try:
         torch.ops.load_library(str(path))
     except (OSError, RuntimeError) as exc:
         _load_error = f"{path}: {exc}"
         logger.warning("alm_forecaster native kernel failed to load (%s); using the PyTorch recurrences", _load_error)
         return False
-    _loaded, _load_error = True, None
+    _loaded, _load_error, _variant = True, None, name
     _register_fake()
     return True
 
@@ -206,62 +260,70 @@ def _load(path: Path) -> bool:
 def _register_fake() -> None:
     """Shape functions, so the operators also trace under torch.compile / torch.export."""
 
-    def fake_slstm(x_gates, weight_hh):
+    def fake_slstm(x_gates, weight_hh, weight_packed):
         return x_gates.new_empty(x_gates.shape[0], x_gates.shape[1], weight_hh.shape[1])
 
-    def fake_mlstm(x_gates, q, k, v, weight_hh):
+    def fake_mlstm(x_gates, q, k, v, weight_hh, weight_packed):
         return x_gates.new_empty(x_gates.shape[0], x_gates.shape[1], weight_hh.shape[1])
+
+    def fake_linear(x, weight, weight_packed, bias):
+        return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+    def fake_pack(weight):
+        return weight.new_empty(-(-weight.shape[0] // 64), weight.shape[1], 64)
 
     try:
         torch.library.register_fake("alm_forecaster::slstm_sequence")(fake_slstm)
         torch.library.register_fake("alm_forecaster::mlstm_sequence")(fake_mlstm)
+        torch.library.register_fake("alm_forecaster::linear")(fake_linear)
+        torch.library.register_fake("alm_forecaster::pack_weight")(fake_pack)
     except Exception as exc:  # noqa: BLE001 - optional nicety, never fatal
         logger.debug("could not register fake kernels for alm_forecaster ops: %s", exc)
 
 
-def build(verbose: bool = False) -> Path:
-    """Compile the library into ``_build/`` (a no-op when it is up to date).
+def build(verbose: bool = False, names: tuple[str, ...] = ("native", "portable")) -> Path:
+    """Compile the builds into ``_build/`` (each a no-op when it is up to date); returns the
+    native library's path.
 
-    Loads it into this process if no version of it is loaded yet. When one already is (a
-    library cannot be registered twice in one process), the compilation runs in a child
-    process and the new build takes effect in the next process. Raises RuntimeError on failure.
+    Only one build can be registered in a process: the first one compiled here is loaded into
+    this process when none is loaded yet; every other compiles in a child process and takes
+    effect in the next process. Raises RuntimeError on failure.
     """
-    global _loaded, _load_error
-    if _loaded:
-        _compile_in_child(verbose)
-        return library_path()
-    try:
-        path = _compile(verbose)
-    except Exception as exc:
-        raise RuntimeError(f"building the alm_forecaster native kernel failed: {exc}") from exc
-    _loaded, _load_error = True, None
-    _register_fake()
-    return path
+    for name in names:
+        if _loaded:
+            _compile_in_child(name, verbose)
+            continue
+        try:
+            path = _compile(_by_name(name), verbose)
+        except Exception as exc:
+            raise RuntimeError(f"building the alm_forecaster native kernel ({name}) failed: {exc}") from exc
+        _load(path, name)
+    return library_path()
 
 
-def _compile_in_child(verbose: bool) -> None:
-    """``python -m alm_forecaster.native`` (`__main__.py`), which compiles in its own process.
+def _compile_in_child(name: str, verbose: bool) -> None:
+    """``python -m alm_forecaster.native --only NAME`` (`__main__.py`), in its own process.
 
-    The child must not load the old build at import, or it could not compile either: the
+    The child must not load a build at import, or it could not load the new one either: the
     switch is off in its environment. It runs in the directory that holds this copy of the
     package, which ``-m`` puts first on its import path, so it builds these sources.
     """
     env = dict(os.environ, **{ENV_SWITCH: "0"})
-    command = [sys.executable, "-m", __name__] + (["--verbose"] if verbose else [])
+    command = [sys.executable, "-m", __name__, "--only", name] + (["--verbose"] if verbose else [])
     started = time.perf_counter()
     proc = subprocess.run(command, env=env, cwd=_HERE.parent.parent, capture_output=not verbose, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr or "")[-4000:] if not verbose else "see the output above"
-        raise RuntimeError(f"building the alm_forecaster native kernel failed:\n{detail}")
+        raise RuntimeError(f"building the alm_forecaster native kernel ({name}) failed:\n{detail}")
     logger.info(
-        "rebuilt %s in %.1f s; this process keeps the version it had loaded",
-        library_path(),
+        "built %s in %.1f s; this process keeps the build it had loaded",
+        library_path(name),
         time.perf_counter() - started,
     )
 
 
-def _compile(verbose: bool) -> Path:
-    """Compile (ninja skips it when up to date) and load into this process."""
+def _compile(build: Variant, verbose: bool) -> Path:
+    """Compile one build (ninja skips it when up to date); cpp_extension also loads it."""
     from torch.utils import cpp_extension
 
     # The ninja binary comes from the pinned PyPI wheel, in the environment's bin directory,
@@ -269,20 +331,23 @@ def _compile(verbose: bool) -> Path:
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join(filter(None, [bin_dir, os.environ.get("PATH")]))
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    build.directory.mkdir(parents=True, exist_ok=True)
     result = cpp_extension.load(
-        name=LIBRARY_NAME,
+        name=build.library,
         sources=[str(src) for src in SOURCES],
-        extra_cflags=list(EXTRA_CFLAGS),
+        extra_cflags=list(EXTRA_CFLAGS + build.target_flags),
         extra_ldflags=list(EXTRA_LDFLAGS),
-        build_directory=str(BUILD_DIR),
+        build_directory=str(build.directory),
         is_python_module=False,
         verbose=verbose,
     )
-    built = Path(result) if isinstance(result, (str, os.PathLike)) else library_path()
+    built = Path(result) if isinstance(result, (str, os.PathLike)) else library_path(build.name)
+    record = built.with_name(CPU_FEATURES_FILE)
     features = cpu_features()
-    if features is not None:
-        built.with_name(CPU_FEATURES_FILE).write_text(" ".join(sorted(features)) + "\n")
+    if build.target_flags and features is not None:
+        record.write_text(" ".join(sorted(features)) + "\n")
+    else:
+        record.unlink(missing_ok=True)  # the compiler's default target runs on any CPU of the architecture
     return built
 
 

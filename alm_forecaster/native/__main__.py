@@ -1,6 +1,7 @@
-"""Build the compiled recurrence kernel (``recurrence.cpp``) into ``_build/`` and say where it is.
+"""Build the compiled kernel (``recurrence.cpp``) into ``_build/`` and say where it is: the
+native build (this CPU's extensions) and the portable one (any CPU of the architecture).
 
-    python -m alm_forecaster.native [--verbose] [--quiet-failure]
+    python -m alm_forecaster.native [--only native|portable] [--verbose] [--quiet-failure]
 
 A no-op when the build is up to date. Exits 1 with the compiler's message when the build
 fails; with ``--quiet-failure`` a failed build is one warning line and exit 0, for a set-up
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--only", choices=[v.name for v in native.VARIANTS], help="build this one only (default: all of them)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands and output")
     parser.add_argument(
         "--quiet-failure",
@@ -34,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        path = native.build(verbose=args.verbose)
+        names = (args.only,) if args.only else tuple(v.name for v in native.VARIANTS)
+        native.build(verbose=args.verbose, names=names)
     except RuntimeError as exc:
         if args.quiet_failure:
             print(_warning(exc), file=sys.stderr)
@@ -42,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: could not build the native recurrence kernel: {exc}", file=sys.stderr)
         print("The service still works without it (pure PyTorch fallback), only slower.", file=sys.stderr)
         return 1
-    if not path.is_file():
-        print(f"error: build reported success but {path} does not exist", file=sys.stderr)
-        return 1
-    print(f"built {path} in {time.perf_counter() - started:.1f} s")
+    paths = [native.library_path(name) for name in names]
+    for path in paths:
+        if not path.is_file():
+            print(f"error: build reported success but {path} does not exist", file=sys.stderr)
+            return 1
+    print(f"built {', '.join(map(str, paths))} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
