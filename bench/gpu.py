@@ -27,7 +27,7 @@ def measure_gpu(config: ModelConfig, batches: list[int], runs: int, device: str 
             cpu = model.to("cpu")(x[: min(batch, 64)])
             model.to(device)
             static = x.to(device)
-            eager_ms = _median_ms(lambda: model(static), runs, device)
+            eager_ms = _median_ms(lambda static=static: model(static), runs, device)
             eager_out = model(static)
             graph, graph_out = _capture(model, static, device)
             graph_ms = _median_ms(graph.replay, runs, device)
