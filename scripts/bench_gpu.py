@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in result["rows"]:
         print(
             f"{r['batch']:>5} | {r['eager_ms']:8.2f} {r['eager_wps']:7.0f} | "
-            f"{r['graph_ms']:8.2f} {r['graph_wps']:7.0f} | {r['graph_speedup']:12.2f}x | {r['rel_vs_cpu']:10.1e} | {r['graph_rel_vs_eager']:.1e}"
+            f"{r['graph_ms']:8.2f} {r['graph_wps']:7.0f} | {r['graph_speedup']:12.2f}x | "
+            f"{r['rel_vs_cpu']:10.1e} | {r['graph_rel_vs_eager']:.1e}"
         )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
