@@ -88,6 +88,7 @@ class Forecaster:
         version: str = "1.0",
         device: torch.device | None = None,
         seq_len: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.loaded = loaded
         self.name = name
@@ -96,6 +97,7 @@ class Forecaster:
         self.seq_len = seq_len or loaded.config.seq_len
         self.input_size = loaded.config.input_size
         self.model = loaded.model.to(self.device).eval()
+        self.precision = self._usable_precision(precision)
         self.pipeline = _pipeline(loaded.feature_pipeline)
         self.quantile_head = loaded.quantile_head
         self.steps = self.quantile_head.steps if self.quantile_head else loaded.config.output_size
@@ -109,9 +111,26 @@ class Forecaster:
         version: str = "1.0",
         device: torch.device | str | None = None,
         seq_len: int | None = None,
+        precision: str = "fp32",
     ) -> Forecaster:
         resolved = device if isinstance(device, torch.device) else select_device(device)
-        return cls(load_checkpoint(path), name or Path(path).stem, version, resolved, seq_len)
+        return cls(load_checkpoint(path), name or Path(path).stem, version, resolved, seq_len, precision)
+
+    def _usable_precision(self, requested: str) -> str:
+        """``requested`` when this device and kernel have it; bf16 elsewhere serves float32
+        (exact, and slower) with a warning rather than not serving."""
+        if requested not in native.PRECISIONS:
+            raise ValueError(f"precision must be one of {native.PRECISIONS}, got {requested!r}")
+        if requested == "bf16" and not (self.device.type == "cpu" and native.has_bf16()):
+            log.warning(
+                "%s: precision bf16 needs the native kernel on a CPU with AVX512-BF16 (device %s, kernel %s); "
+                "serving float32",
+                self.name,
+                self.device,
+                native.variant(),
+            )
+            return "fp32"
+        return requested
 
     @property
     def levels(self) -> tuple[float, ...] | None:
@@ -261,7 +280,7 @@ class Forecaster:
     def forward(self, windows: list[Window]) -> np.ndarray:
         """Windows -> the network's raw outputs (len(windows), output_size), one batched forward."""
         batch = torch.from_numpy(np.stack([w.embeddings for w in windows])).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), native.precision(self.precision):
             return self.model(batch).float().cpu().numpy()
 
     def _quantile_returns(self, raw: dict, windows: dict) -> dict:
@@ -335,6 +354,7 @@ class Forecaster:
             "parameter_count": self.model.parameter_count(),
             "device": str(self.device),
             "native_kernel": native.variant() if self.device.type == "cpu" else None,
+            "precision": self.precision,
             "torch_threads": torch.get_num_threads(),
             "checkpoint_sha256": self.loaded.sha256,
             "config_disagreements": list(self.loaded.warnings),

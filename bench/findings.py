@@ -23,17 +23,17 @@ def targets(results: dict) -> list[dict]:
     start_b1 = ip["threads"][threads]["1"]["fast_ms"]
     start_b32 = next(r for r in ip["rows"] if r["batch"] == 32)["fast_wps"]
     lv = {x["concurrency"]: x for x in cell["levels"]}
-    out = []
+    out = kernel_targets(seed)
     if 1 in lv:
         p50 = lv[1]["p50_ms"]
         ref = (lv[1].get("probe") or {}).get("ms", start_b1)
         out.append(
             {
-                "target": f"c=1: p50 <= forward p50 + 5 ms (batch-1 fast forward, {threads} thread(s), as the worker)",
+                "target": f"c=1: p50 <= forward p50 + 3 ms (batch-1 fast forward, {threads} thread(s), as the worker)",
                 "measured": f"p50 {p50:.2f} ms; forward next to it {ref:.2f} ms: +{p50 - ref:.2f} ms (forward at the "
                 f"start of the run {start_b1:.2f} ms: +{p50 - start_b1:.2f} ms)",
                 "ratio": f"plain b1 {plain_b1:.0f} ms / p50 = {plain_b1 / p50:.1f}x",
-                "holds": p50 <= ref + 5,
+                "holds": p50 <= ref + 3,
             }
         )
     if 32 in lv:
@@ -41,12 +41,12 @@ def targets(results: dict) -> list[dict]:
         ref = (lv[32].get("probe") or {}).get("wps", start_b32)
         out.append(
             {
-                "target": "c=32: throughput >= 80% of the in-process batch-32 forward (2 threads), zero errors",
+                "target": "c=32: throughput >= 85% of the in-process batch-32 forward (2 threads), zero errors",
                 "measured": f"{thr:.1f} req/s, {lv[32]['errors']} errors; forward next to it {ref:.1f} windows/s: "
                 f"{thr / ref * 100:.0f}% (at the start of the run {start_b32:.1f}/s: "
                 f"{thr / start_b32 * 100:.0f}%)",
                 "ratio": f"{thr / plain_best:.1f}x the plain path's best ({plain_best:.1f}/s)",
-                "holds": thr >= 0.8 * ref and lv[32]["errors"] == 0,
+                "holds": thr >= 0.85 * ref and lv[32]["errors"] == 0,
             }
         )
     begin = cell["start"]
@@ -63,6 +63,46 @@ def targets(results: dict) -> list[dict]:
             "holds": worst <= 3.0,
         }
     )
+    return out
+
+
+def kernel_targets(seed: dict) -> list[dict]:
+    """The forward's own targets (in process, this run's plain path as the baseline)."""
+    ip = seed["in_process"]
+    plain_b1, _ = plain_path(seed)
+    rows = {r["batch"]: r for r in ip["rows"]}
+    out = []
+    one = ip["threads"]["1"].get("1")
+    if one:
+        ms = one["fast_ms"]
+        out.append(
+            {
+                "target": "batch 1, 1 thread: <= 10 ms and >= 9x the plain path",
+                "measured": f"{ms:.2f} ms",
+                "ratio": f"plain b1 {plain_b1:.0f} ms / {ms:.2f} ms = {plain_b1 / ms:.1f}x",
+                "holds": ms <= 10 and plain_b1 / ms >= 9,
+            }
+        )
+    if 32 in rows:
+        row = rows[32]
+        out.append(
+            {
+                "target": "batch 32, 2 threads, float32: >= 230 windows/s",
+                "measured": f"{row['fast_wps']:.1f} windows/s",
+                "ratio": f"{row['speedup_vs_plain']:.1f}x the plain path at batch 32",
+                "holds": row["fast_wps"] >= 230,
+            }
+        )
+        if "bf16_wps" in row:
+            out.append(
+                {
+                    "target": "batch 32, 2 threads, opt-in bf16: >= 450 windows/s, error stated",
+                    "measured": f"{row['bf16_wps']:.1f} windows/s; outputs {row['bf16_rel']:.1e} (norm-relative) "
+                    "from float32 on this random network",
+                    "ratio": f"{row['plain_ms'] / row['bf16_ms']:.1f}x the plain path at batch 32",
+                    "holds": row["bf16_wps"] >= 450,
+                }
+            )
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alm_forecaster import native
 from alm_forecaster.checkpoint import build_checkpoint, load_checkpoint
 from alm_forecaster.config import ModelConfig
 from alm_forecaster.contract import PRICE_COLUMN, Window, embedding_columns
@@ -165,20 +166,44 @@ def in_process(model: BenchModel, batches: list[int], runs: int, plain_runs: int
             for batch in batches:
                 x = torch.randn(batch, model.config.seq_len, model.config.input_size)
                 per[batch] = {"fast_ms": median_ms(lambda x=x: net(x), runs)}
+                if native.has_bf16():
+                    with native.precision("bf16"):
+                        per[batch]["bf16_ms"] = median_ms(lambda x=x: net(x), runs)
                 chunk = (payloads * (batch // len(payloads) + 1))[:batch]
                 per[batch]["predict_ms"] = median_ms(lambda c=chunk: forecaster.predict(c), runs)
             out["threads"][threads] = per
         one = payloads[0]
         out["parse_ms"] = median_ms(lambda: forecaster.parse(one), max(runs, 50))
+        if native.has_bf16():
+            out["bf16_forecasts"] = bf16_forecast_error(model, payloads)
     finally:
         torch.set_num_threads(previous)
     return out
 
 
+def bf16_forecast_error(model: BenchModel, payloads: list[bytes]) -> dict:
+    """The opt-in bf16 precision against float32 on the model's own checkpoint and requests:
+    the largest relative difference of a predicted price, and of a predicted return."""
+    loaded = load_checkpoint(model.checkpoint)
+    exact = Forecaster(loaded, model.name, device=torch.device("cpu"))
+    reduced = Forecaster(load_checkpoint(model.checkpoint), model.name, device=torch.device("cpu"), precision="bf16")
+    price_err = return_err = 0.0
+    for want, got in zip(exact.predict(payloads), reduced.predict(payloads), strict=True):
+        if not (want.ok and got.ok):
+            continue
+        wanted = np.array(want.body["predicted_prices"])
+        current = want.body["current_price"]
+        diff = np.array(got.body["predicted_prices"]) - wanted
+        price_err = max(price_err, float(np.max(np.abs(diff / wanted))))
+        return_err = max(return_err, float(np.max(np.abs(diff / current))))
+    return {"requests": len(payloads), "max_rel_price": price_err, "max_abs_return": return_err}
+
+
 def measure_forward(config: ModelConfig, batches: list[int], runs: int, plain_runs: int, compile_: bool) -> list[dict]:
-    """Per batch size: the fast forward, the same without the compiled kernel, optionally
-    torch.compile of it, and the plain step-by-step oracle (the baseline of every ratio), on one
-    random network; medians in ms, windows/s, and the speed-up over the plain path."""
+    """Per batch size: the fast forward, the same without the compiled kernel, the opt-in bf16
+    forward (when the build has it; with its norm-relative difference from float32),
+    optionally torch.compile, and the plain step-by-step oracle (the baseline of every ratio),
+    on one random network; medians in ms, windows/s, and the speed-up over the plain path."""
     torch.manual_seed(0)
     model = XLSTMForecaster(config).eval()
     state = model.state_dict()
@@ -187,6 +212,14 @@ def measure_forward(config: ModelConfig, batches: list[int], runs: int, plain_ru
     for batch in batches:
         x = torch.randn(batch, config.seq_len, config.input_size)
         row = {"batch": batch, "fast_ms": median_ms(lambda x=x: model(x), runs)}
+        if native.has_bf16():
+            with native.precision("bf16"):
+                row["bf16_ms"] = median_ms(lambda x=x: model(x), runs)
+                with torch.inference_mode():
+                    low = model(x)
+            with torch.inference_mode():
+                exact = model(x)
+            row["bf16_rel"] = ((low - exact).norm() / exact.norm()).item()
         with native_disabled():
             row["pytorch_ms"] = median_ms(lambda x=x: model(x), runs)
             if compiled is not None:

@@ -4,14 +4,17 @@ sweep, the worker start-up profile and the notes (bench/NOTES.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from .cells import CellConfig
-from .findings import breakdown, defaults_rationale, fmt, plain_path
+from .findings import breakdown, default_cell, defaults_rationale, fmt, plain_path
 
 #: The notes the report ends with (Markdown bullets).
 NOTES = Path(__file__).with_name("NOTES.md")
+#: Earlier measurements, shown above this run's figures.
+HISTORY = Path(__file__).with_name("history.json")
 
 
 def read_notes(path: Path = NOTES) -> list[str]:
@@ -53,6 +56,7 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
             f"**Warning: other processes used up to {max(foreign):.2f} cores during some measurements (column "
             "*foreign*); those figures are pessimistic. Rerun on a quiet machine (`--wait-quiet 1800`).**\n"
         )
+    _progress_section(results, add)
     targets = results.get("targets")
     if targets:
         add("## Targets (full seed-size model)\n")
@@ -89,6 +93,49 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
     out.write_text("\n".join(lines) + "\n")
 
 
+def _progress_section(results: dict, add) -> None:
+    """The full seed-size model from the original service to this run, one row each."""
+    seed, cell = default_cell(results)
+    if seed is None:
+        return
+    ip = seed["in_process"]
+    rows = {r["batch"]: r for r in ip["rows"]}
+    levels = {lv["concurrency"]: lv for lv in (cell or {}).get("levels", [])}
+    b32 = rows.get(32, {})
+    now = {
+        "label": f"this run ({results['date']})",
+        "source": "this file",
+        "b1_1t_ms": ip["threads"]["1"].get("1", {}).get("fast_ms"),
+        "b1_2t_ms": rows.get(1, {}).get("fast_ms"),
+        "b32_1t_wps": 32 / ip["threads"]["1"]["32"]["fast_ms"] * 1e3 if "32" in ip["threads"]["1"] else None,
+        "b32_2t_wps": b32.get("fast_wps"),
+        "served_c1_p50_ms": levels.get(1, {}).get("p50_ms"),
+        "served_c32_rps": levels.get(32, {}).get("throughput"),
+        "bf16_b32_2t_wps": b32.get("bf16_wps"),
+    }
+    add("## Progress (full seed-size model)\n")
+    add(
+        "Earlier rows from bench/history.json (where they were measured is in its `source` field); the last row is "
+        "this run. *served*: TorchServe with the shipped defaults, client on the same 2 cores.\n"
+    )
+    add(
+        "| | batch 1, 1 thread ms | batch 1, 2 threads ms | batch 32, 1 thread win/s | batch 32, 2 threads win/s | "
+        "bf16 batch 32, 2 threads win/s | served c=1 p50 ms | served c=32 req/s |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    for row in [*json.loads(HISTORY.read_text())["rows"], now]:
+        add(
+            f"| {row['label']} | {fmt(row['b1_1t_ms'], 2)} | {fmt(row['b1_2t_ms'], 2)} | {fmt(row['b32_1t_wps'])} | "
+            f"{fmt(row['b32_2t_wps'])} | {fmt(row['bf16_b32_2t_wps'])} | {fmt(row['served_c1_p50_ms'])} | "
+            f"{fmt(row['served_c32_rps'], 2 if (row['served_c32_rps'] or 0) < 10 else 1)} |"
+        )
+    add("")
+
+
+def _rel(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
 def _parse_section(parse: dict, add) -> None:
     add(
         f"## Parse + validate one request ({parse['rows']}-row, {parse['columns']}-column CSV, "
@@ -117,9 +164,9 @@ def _model_section(model: dict, add) -> None:
     )
     add(
         "| batch | fast 2t ms | win/s | pytorch 2t ms | plain 2t ms | plain win/s | fast vs plain | fast 1t ms | "
-        "win/s | predict 1t ms | predict 2t ms |"
+        "win/s | predict 1t ms | predict 2t ms | bf16 1t ms | bf16 2t win/s | bf16 vs fp32 |"
     )
-    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in ip["rows"]:
         b = row["batch"]
         t1, t2 = ip["threads"]["1"][str(b)], ip["threads"]["2"][str(b)]
@@ -127,12 +174,23 @@ def _model_section(model: dict, add) -> None:
             f"| {b} | {fmt(row['fast_ms'], 2)} | {fmt(row['fast_wps'])} | {fmt(row['pytorch_ms'], 2)} | "
             f"{fmt(row['plain_ms'])} | {fmt(row['plain_wps'])} | {fmt(row['speedup_vs_plain'])}x | "
             f"{fmt(t1['fast_ms'], 2)} | {fmt(b / t1['fast_ms'] * 1e3)} | {fmt(t1['predict_ms'], 2)} | "
-            f"{fmt(t2['predict_ms'], 2)} |"
+            f"{fmt(t2['predict_ms'], 2)} | {fmt(t1.get('bf16_ms'), 2)} | {fmt(row.get('bf16_wps'))} | "
+            f"{_rel(row.get('bf16_rel'))} |"
         )
     add(
         f"\nParse + validate of one {model['csv_shape']} CSV (`Forecaster.parse`): {fmt(ip['parse_ms'], 3)} ms. "
-        f"Foreign load during these runs: {fmt(ip.get('foreign_cores'), 2)} cores.\n"
+        f"Foreign load during these runs: {fmt(ip.get('foreign_cores'), 2)} cores."
     )
+    low = ip.get("bf16_forecasts")
+    if low:
+        add(
+            f"*bf16* (opt-in, `handler.precision: bf16`): bfloat16 weights and inputs of every product, float32 "
+            f"sums and cell state; *bf16 vs fp32*: norm-relative difference of the network's outputs on random "
+            f"windows. On this model's checkpoint and requests ({low['requests']}), the largest difference of a "
+            f"predicted price is {low['max_rel_price'] * 1e4:.1f} bp of the price (a predicted return off by "
+            f"up to {low['max_abs_return'] * 1e4:.1f} bp)."
+        )
+    add("")
     add(
         "### TorchServe end to end\n\nClosed loop, keep-alive connections, `Content-Type: text/csv`; *p50..p99*: "
         "client-side latency; *vs plain*: plain batch-1 latency / p50 and throughput / the plain path's best "

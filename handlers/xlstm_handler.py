@@ -38,6 +38,8 @@ Archive YAML keys read here (``handler:`` section, all optional)::
       threads: 1        # torch intra-op threads of this worker
       seq_len: 20       # window length; default: the checkpoint's (20 for every known one)
       device: auto      # auto | cpu | cuda | cuda:N | mps; auto = the GPU TorchServe assigned
+      precision: fp32   # fp32 (exact) | bf16 (opt-in: bfloat16 weights on AVX512-BF16 CPUs;
+                        # elsewhere the worker warns and serves fp32)
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ class XLSTMHandler(BaseHandler):
             raise CheckpointError(f"model {name!r}: the archive has no serialized file (checkpoint).")
         self.model_pt_path = os.path.join(properties["model_dir"], serialized)
         loaded = load_checkpoint(self.model_pt_path)
-        self.forecaster = Forecaster(loaded, name, version, self.device, self.settings["seq_len"])
+        self.forecaster = Forecaster(
+            loaded, name, version, self.device, self.settings["seq_len"], self.settings["precision"]
+        )
         self.serving = {
             "handler": Path(__file__).name,
             "package_dir": str(Path(alm_forecaster.__file__).parent),
@@ -248,7 +252,10 @@ def handler_settings(model_yaml_config: dict | None) -> dict:
         "threads": section.get("threads"),
         "seq_len": section.get("seq_len"),
         "device": section.get("device") or "auto",
+        "precision": section.get("precision") or "fp32",
     }
+    if settings["precision"] not in ("fp32", "bf16"):
+        raise ValueError(f"archive config 'handler.precision' must be fp32 or bf16, got {settings['precision']!r}")
     for key in ("threads", "seq_len"):
         value = settings[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):

@@ -107,7 +107,7 @@ def test_model_yaml_is_merged_over_the_defaults(tiny_checkpoint, tmp_path):
     defaults = yaml.safe_load((ROOT / "archive_configs" / "default.yaml").read_text())
     assert "archive" not in config and config["batchSize"] == 2
     assert config["maxBatchDelay"] == defaults["maxBatchDelay"] and config["minWorkers"] == defaults["minWorkers"]
-    assert config["handler"] == {"threads": 1, "device": "auto", "seq_len": 30}
+    assert config["handler"] == {"threads": 1, "device": "auto", "precision": "fp32", "seq_len": 30}
 
 
 def _garbage(path: Path) -> None:

@@ -103,7 +103,8 @@ def test_describe(handler, model_dir):
     described = handler.handle([{}], context)[0]
     assert described["config"]["hidden_size"] == TINY.hidden_size
     assert described["block_pattern"] == "sms" and described["predicted_steps"] == TINY.output_size
-    assert described["serving"]["settings"] == {"threads": 1, "seq_len": None, "device": "auto"}
+    assert described["serving"]["settings"] == {"threads": 1, "seq_len": None, "device": "auto", "precision": "fp32"}
+    assert described["precision"] == "fp32"
 
 
 def test_yaml_settings_reach_the_forecaster(model_dir):
@@ -169,10 +170,14 @@ def test_extract_request_reads_options_from_fields_then_headers():
 
 
 def test_handler_settings_validation():
-    assert handler_module.handler_settings(None) == {"threads": None, "seq_len": None, "device": "auto"}
+    defaults = {"threads": None, "seq_len": None, "device": "auto", "precision": "fp32"}
+    assert handler_module.handler_settings(None) == defaults
+    assert handler_module.handler_settings({"handler": {"precision": "bf16"}})["precision"] == "bf16"
     for bad in ({"threads": 0}, {"seq_len": "20"}, {"threads": True}):
         with pytest.raises(ValueError, match="positive integer"):
             handler_module.handler_settings({"handler": bad})
+    with pytest.raises(ValueError, match="handler.precision' must be fp32 or bf16, got 'fp16'"):
+        handler_module.handler_settings({"handler": {"precision": "fp16"}})
     with pytest.raises(ValueError, match="mapping"):
         handler_module.handler_settings({"handler": [1]})
 

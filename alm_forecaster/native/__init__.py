@@ -21,6 +21,11 @@ is built, the first forward that could have used one does (not the import: the b
 and the archive tools import this module without forecasting). Either way `supports` is False
 and callers fall back to the PyTorch versions.
 
+Precision: float32 (exact) unless a caller opts into bfloat16 weights and inputs for a block
+of code (``with native.precision("bf16"):``; the Forecaster's ``precision`` setting): the
+native build on a CPU with AVX512-BF16 only (`has_bf16`), products summed in float32, the
+cell state math in float32. Its error against float32 is measured in BENCHMARKS.md.
+
 ``ALM_FORECASTER_NATIVE`` in the environment: ``0`` turns the kernel off (checked on every
 call, and no library is then loaded at import either); ``portable`` loads only the portable
 build (to compare the two, or to rule the native one out).
@@ -33,6 +38,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,22 +160,49 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     return torch.ops.alm_forecaster.linear(x, weight, packed_weight(weight), bias)
 
 
+#: The precisions `precision` accepts.
+PRECISIONS = ("fp32", "bf16")
+_precision: ContextVar[str] = ContextVar("alm_forecaster_precision", default="fp32")
+
+
+def has_bf16() -> bool:
+    """Whether the loaded build has the bfloat16 products (native build, AVX512-BF16)."""
+    return _loaded and bool(torch.ops.alm_forecaster.has_bf16())
+
+
+@contextmanager
+def precision(name: str) -> Iterator[None]:
+    """Products in the block use ``name``'s weights: "fp32" (exact, the default) or "bf16"."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    if name == "bf16" and not has_bf16():
+        raise RuntimeError(f"bf16 needs the native kernel on a CPU with AVX512-BF16; loaded build: {variant()}")
+    token = _precision.set(name)
+    try:
+        yield
+    finally:
+        _precision.reset(token)
+
+
 def packed_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The kernel's layout of a weight (N, K): panels of 64 columns of its transpose.
+    """The kernel's layout of a weight (N, K) in the current `precision`: panels of 64 columns
+    of its transpose.
 
     Packing reads and writes the whole weight, as much as a batch-1 step costs, so the packed
-    copy is kept on the weight tensor itself and made again only when the weight's storage or
-    its in-place update counter (``load_state_dict``, an optimiser step) changes. Inference
-    tensors have no counter: theirs is packed on every call.
+    copy (one per precision used) is kept on the weight tensor itself and made again only when
+    the weight's storage or its in-place update counter (``load_state_dict``, an optimiser
+    step) changes. Inference tensors have no counter: theirs is packed on every call.
     """
+    bf16 = _precision.get() == "bf16"
     key = None if weight.is_inference() else (weight.data_ptr(), weight._version)
-    cached = getattr(weight, _PACKED_ATTRIBUTE, None)
-    if key is not None and cached is not None and cached[0] == key:
-        return cached[1]
-    packed = torch.ops.alm_forecaster.pack_weight(weight)
-    if key is not None:
-        setattr(weight, _PACKED_ATTRIBUTE, (key, packed))
-    return packed
+    cache = getattr(weight, _PACKED_ATTRIBUTE, None)
+    if cache is None or cache[0] != key:
+        cache = (key, {})
+    if bf16 not in cache[1]:
+        cache[1][bf16] = torch.ops.alm_forecaster.pack_weight(weight, bf16)
+        if key is not None:
+            setattr(weight, _PACKED_ATTRIBUTE, cache)
+    return cache[1][bf16]
 
 
 _PACKED_ATTRIBUTE = "_alm_forecaster_packed"

@@ -1,6 +1,7 @@
 // Pure C++ kernels of the xLSTM recurrences (no torch dependency, so they can be tested and
 // timed standalone); recurrence.cpp wraps them as torch operators. See that file for the
-// design notes. Everything is float32, row-major, with explicit strides.
+// design notes. Everything is float32 (the weights optionally bf16, panels.h), row-major,
+// with explicit strides.
 #pragma once
 
 #include <algorithm>
@@ -12,194 +13,15 @@
 #include <new>
 #include <thread>
 
-namespace alm_native {
+#include "panels.h"
+#include "simd.h"
 
-constexpr int64_t kLanes = 16;
-typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
+namespace alm_native {
 
 constexpr float kSlstmClamp = 10.0f;
 constexpr float kMlstmLow = -15.0f;
 constexpr float kMlstmHigh = 8.0f;
 constexpr float kMemoryScale = 10.0f;
-
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-
-inline vf splat(float x) { return vf{} + x; }
-
-typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-inline vf vabs(vf v) { return (vf)((vi)v & 0x7fffffff); }  // same-size vector casts reinterpret the bits
-
-inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-
-inline vf vclamp(vf x, float lo, float hi) {
-  x = x < lo ? splat(lo) : x;
-  return x > hi ? splat(hi) : x;
-}
-
-// exp, 16 lanes at a time (Cephes expf: range reduction by ln 2 in two parts, degree-6
-// polynomial; ~1 ulp). Inputs are clamped to [-87, 88], where the result is a normal float;
-// every caller's argument is either clamped to [-15, 10] or only enters 1 / (1 + exp).
-inline vf vexp(vf x) {
-  x = vclamp(x, -87.0f, 88.0f);
-  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to the nearest integer
-  const vf shifted = x * 1.44269504088896341f + magic;
-  const vf n = shifted - magic;
-  const vi ni = (vi)shifted - (vi)magic;
-  vf r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  const vf r2 = r * r;
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r2 + r + 1.0f;
-  return p * (vf)((ni + 127) << 23);
-}
-
-// tanh (Cephes tanhf): odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above.
-inline vf vtanh(vf x) {
-  const vf ax = vabs(x);
-  const vf s = x * x;
-  vf p = splat(-5.70498872745e-3f);
-  p = p * s + 2.06390887954e-2f;
-  p = p * s - 5.37397155531e-2f;
-  p = p * s + 1.33314422036e-1f;
-  p = p * s - 3.33332819422e-1f;
-  const vf small = p * s * x + x;
-  const vf big_abs = 1.0f - 2.0f / (vexp(ax + ax) + 1.0f);
-  const vf big = (vf)(((vi)big_abs) | ((vi)x & (int32_t)0x80000000));  // copy the sign of x
-  return ax < 0.625f ? small : big;
-}
-
-inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
-
-
-// Apply fn(const vf* in, vf* out) lane-block by lane-block over n elements of NIN input and
-// NOUT output arrays. The last partial block goes through zero-padded copies, so every
-// element gets exactly the same arithmetic wherever it sits.
-template <int NIN, int NOUT, class Fn>
-inline void for_lanes(int64_t n, const float* const (&in)[NIN], float* const (&out)[NOUT], Fn fn) {
-  vf vin[NIN], vout[NOUT];
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int a = 0; a < NIN; ++a) vin[a] = load(in[a] + j);
-    fn(vin, vout);
-    for (int a = 0; a < NOUT; ++a) store(out[a] + j, vout[a]);
-  }
-  if (j < n) {
-    const int64_t rest = n - j;
-    float buf[kLanes];
-    for (int a = 0; a < NIN; ++a) {
-      std::fill(buf, buf + kLanes, 0.0f);
-      std::memcpy(buf, in[a] + j, rest * sizeof(float));
-      vin[a] = load(buf);
-    }
-    fn(vin, vout);
-    for (int a = 0; a < NOUT; ++a) {
-      store(buf, vout[a]);
-      std::memcpy(out[a] + j, buf, rest * sizeof(float));
-    }
-  }
-}
-
-// The recurrent weights are packed once per weight (pack_panels) into panels of kPanel
-// columns of W^T: P[p][k][c] = W[p * kPanel + c][k], zero past the last row. A step's gate
-// product then reads the weights front to back, kPanelVecs vectors per k, and broadcasts
-// h[s][k]: no horizontal sums, and every (sample, row) result is one FMA chain over k in
-// increasing order, then + xg: the same arithmetic whatever the blocking (and so whatever
-// the batch or the thread split), bit for bit.
-constexpr int64_t kPanel = 64;
-constexpr int kPanelVecs = kPanel / kLanes;
-constexpr int kMaxSamples = 6;  // 6 x 4 accumulators + 4 weight vectors + 1 broadcast <= 32 registers
-
-inline int64_t panel_count(int64_t N) { return (N + kPanel - 1) / kPanel; }
-
-inline void pack_panels(const float* W, int64_t N, int64_t K, float* P) {
-  for (int64_t p = 0; p < panel_count(N); ++p) {
-    for (int64_t k = 0; k < K; ++k) {
-      float* dst = P + (p * K + k) * kPanel;
-      for (int64_t c = 0; c < kPanel; ++c) {
-        const int64_t n = p * kPanel + c;
-        dst[c] = n < N ? W[n * K + k] : 0.0f;
-      }
-    }
-  }
-}
-
-// gates[s][c] = xg[s][c] + sum_k h[s][k] P[k][c] for MS samples and the first `cols` columns
-// of one panel.
-template <int MS>
-inline void panel_block(const float* h, int64_t ldh, const float* P, int64_t K, const float* xg, int64_t ldxg,
-                        float* gates, int64_t ldg, int64_t cols) {
-  vf acc[MS][kPanelVecs];
-  for (int s = 0; s < MS; ++s)
-    for (int v = 0; v < kPanelVecs; ++v) acc[s][v] = vf{};
-  for (int64_t k = 0; k < K; ++k) {
-    vf w[kPanelVecs];
-    for (int v = 0; v < kPanelVecs; ++v) w[v] = load(P + k * kPanel + v * kLanes);
-    for (int s = 0; s < MS; ++s) {
-      const vf hb = splat(h[s * ldh + k]);
-      for (int v = 0; v < kPanelVecs; ++v) acc[s][v] += hb * w[v];
-    }
-  }
-  for (int s = 0; s < MS; ++s) {
-    const float* x = xg + s * ldxg;
-    float* g = gates + s * ldg;
-    if (cols == kPanel) {
-      for (int v = 0; v < kPanelVecs; ++v) store(g + v * kLanes, load(x + v * kLanes) + acc[s][v]);
-    } else {  // the last panel of a weight whose rows are not a multiple of kPanel
-      float buf[kPanel] = {};
-      std::memcpy(buf, x, cols * sizeof(float));
-      for (int v = 0; v < kPanelVecs; ++v) store(buf + v * kLanes, load(buf + v * kLanes) + acc[s][v]);
-      std::memcpy(g, buf, cols * sizeof(float));
-    }
-  }
-}
-
-template <int MS>
-inline void panel_rows(const float* h, int64_t ldh, int64_t S, const float* P, int64_t K, const float* xg,
-                       int64_t ldxg, float* gates, int64_t ldg, int64_t cols) {
-  int64_t s = 0;
-  for (; s + MS <= S; s += MS) panel_block<MS>(h + s * ldh, ldh, P, K, xg + s * ldxg, ldxg, gates + s * ldg, ldg, cols);
-  if constexpr (MS > 1) {
-    if (s < S) panel_rows<MS - 1>(h + s * ldh, ldh, S - s, P, K, xg + s * ldxg, ldxg, gates + s * ldg, ldg, cols);
-  }
-}
-
-// gates (S, n) = xg (S, n) + h (S, K) @ W[rows]^T for n consecutive rows of W starting at a
-// panel boundary; P points at that panel. Rows of h / xg / gates strided.
-inline void recurrent_gates(const float* h, int64_t ldh, int64_t S, const float* P, int64_t n, int64_t K,
-                            const float* xg, int64_t ldxg, float* gates, int64_t ldg) {
-  for (int64_t c0 = 0; c0 < n; c0 += kPanel) {
-    const int64_t cols = std::min(kPanel, n - c0);
-    panel_rows<kMaxSamples>(h, ldh, S, P + (c0 / kPanel) * K * kPanel, K, xg + c0, ldxg, gates + c0, ldg, cols);
-  }
-}
-
-// out (M, N) = bias + x (M, K) @ W^T with W packed (pack_panels), rows of x strided by ldx,
-// out contiguous: the input projections of every step of a sequence, one call per cell.
-// Threads split the panels (each streams its share of W once, its panel stays in cache over
-// all rows); every output is the same FMA chain as above, so a row's result does not depend
-// on M or on the split.
-template <class ParallelFor>
-void packed_linear(const float* x, int64_t ldx, int64_t M, const float* P, int64_t N, int64_t K, const float* bias,
-                   float* out, const ParallelFor& parallel_for) {
-  parallel_for(0, panel_count(N), [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t c0 = p * kPanel, cols = std::min(kPanel, N - c0);
-      panel_rows<kMaxSamples>(x, ldx, M, P + p * K * kPanel, K, bias + c0, 0, out + c0, N, cols);
-    }
-  });
-}
 
 // Copy rows of x (S rows, strided) into a dense (S, N) buffer: the t = 0 gates (h = 0).
 inline void copy_rows(const float* x, int64_t ldx, int64_t S, int64_t N, float* out, int64_t ldo) {
@@ -277,19 +99,21 @@ struct Slice {
 };
 
 // Rows [u0, u1) of each of the `chunks` gate chunks: gates = xg (+ h_prev @ W^T when t > 0).
-// P: the packed weight (chunks * H rows). A run that owns all units does all rows at once
+// W: the packed weight (chunks * H rows). A run that owns all units does all rows at once
 // (panels may then straddle chunks); cooperative slices start at panel boundaries (make_plan).
-inline void slice_gates(const Slice& sl, int64_t chunks, const float* h_prev, int64_t ldh, int64_t S, const float* P,
+template <class Panels>
+inline void slice_gates(const Slice& sl, int64_t chunks, const float* h_prev, int64_t ldh, int64_t S, const Panels& W,
                         int64_t H, const float* xg_t, int64_t ldxg, float* gates, int64_t ldg) {
   const bool whole = sl.u0 == 0 && sl.u1 == H;
   const int64_t pieces = whole ? 1 : chunks, n = whole ? chunks * H : sl.u1 - sl.u0;
+  if (h_prev == nullptr) {
+    for (int64_t c = 0; c < pieces; ++c) copy_rows(xg_t + c * H + sl.u0, ldxg, S, n, gates + c * H + sl.u0, ldg);
+    return;
+  }
+  const auto in = W.prepare(h_prev, ldh, S, H);
   for (int64_t c = 0; c < pieces; ++c) {
     const int64_t row = c * H + sl.u0;
-    if (h_prev == nullptr) {
-      copy_rows(xg_t + row, ldxg, S, n, gates + row, ldg);
-    } else {
-      recurrent_gates(h_prev, ldh, S, P + (row / kPanel) * H * kPanel, n, H, xg_t + row, ldxg, gates + row, ldg);
-    }
+    panel_gates(W, in, S, row / kPanel, n, H, xg_t + row, ldxg, gates + row, ldg);
   }
 }
 
@@ -357,15 +181,16 @@ inline int64_t mlstm_group_size(int64_t H) {
 }
 
 // sLSTM over S consecutive samples (pointers already at the first one), from zero state.
-// xg: x_gates, element (s, t, n) at xg[s * xs_b + t * xs_t + n]; P: W_hh (4H, H) packed; o:
+// xg: x_gates, element (s, t, n) at xg[s * xs_b + t * xs_t + n]; W: W_hh (4H, H) packed; o:
 // output, element (s, t, j) at o[s * T * H + t * H + j]. gates (S, 4H) and cell (S, H, zeroed)
 // are scratch, shared by the workers of a cooperative run; this call does units [u0, u1).
-inline void slstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* P, int64_t H, int64_t T, float* o,
+template <class Panels>
+inline void slstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const Panels& W, int64_t H, int64_t T, float* o,
                       int64_t S, float* gates, float* cell, const Slice& sl) {
   const int64_t G = 4 * H, os_b = T * H, u0 = sl.u0, n = sl.u1 - sl.u0;
   for (int64_t t = 0; t < T; ++t) {
     const float* h_prev = t == 0 ? nullptr : o + (t - 1) * H;
-    slice_gates(sl, 4, h_prev, os_b, S, P, H, xg + t * xs_t, xs_b, gates, G);
+    slice_gates(sl, 4, h_prev, os_b, S, W, H, xg + t * xs_t, xs_b, gates, G);
     for (int64_t s = 0; s < S; ++s) {
       const float* g = gates + s * G + u0;
       float* c = cell + s * H + u0;
@@ -392,12 +217,13 @@ struct MlstmScratch {
 };
 
 // mLSTM over S consecutive samples (pointers already at the first one), from zero state.
-// q, k, v: element (s, t, j) at p[s * s_b + t * s_t + j]; P: W_hh (3H, H) packed; o as for the
+// q, k, v: element (s, t, j) at p[s * s_b + t * s_t + j]; W: W_hh (3H, H) packed; o as for the
 // sLSTM. This call does gate units and memory columns [u0, u1); `part` is its first part
 // (its slot in scratch.part_max), `parts` the number of parts of the run.
+template <class Panels>
 inline void mlstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp, int64_t qs_b, int64_t qs_t,
                       const float* kp, int64_t ks_b, int64_t ks_t, const float* vp, int64_t vs_b, int64_t vs_t,
-                      const float* P, int64_t H, int64_t T, float* o, int64_t S, MlstmScratch& sc, const Slice& sl,
+                      const Panels& W, int64_t H, int64_t T, float* o, int64_t S, MlstmScratch& sc, const Slice& sl,
                       int64_t part, int64_t parts) {
   const int64_t G = 3 * H, os_b = T * H, u0 = sl.u0, u1 = sl.u1, n = u1 - u0;
   Buffer scale_buf(S);  // every worker keeps the same copy
@@ -407,7 +233,7 @@ inline void mlstm_run(const float* xg, int64_t xs_b, int64_t xs_t, const float* 
   for (int64_t t = 0; t < T; ++t) {
     // Phase 1: own gate rows; a = f / s_prev and b = i * v for own units.
     const float* h_prev = t == 0 ? nullptr : o + (t - 1) * H;
-    slice_gates(sl, 3, h_prev, os_b, S, P, H, xg + t * xs_t, xs_b, gates, G);
+    slice_gates(sl, 3, h_prev, os_b, S, W, H, xg + t * xs_t, xs_b, gates, G);
     for (int64_t s = 0; s < S; ++s) {
       const float* gs = gates + s * G + u0;
       const float s_prev = scale[s];
@@ -463,8 +289,8 @@ inline Plan make_plan(int64_t B, int64_t H, int64_t threads) {
 // Whole sLSTM call. parallel_for(begin, end, fn) must run fn on disjoint consecutive chunks
 // covering [begin, end) (concurrently when it can: cooperative mode needs the chunks of
 // different threads to run at the same time, which at::parallel_for guarantees).
-template <class ParallelFor>
-void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* P, int64_t B, int64_t H, int64_t T,
+template <class Panels, class ParallelFor>
+void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const Panels& W, int64_t B, int64_t H, int64_t T,
                    float* o, int64_t threads, const ParallelFor& parallel_for) {
   const int64_t G = 4 * H, os_b = T * H;
   const Plan plan = make_plan(B, H, threads);
@@ -472,7 +298,7 @@ void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* P, 
     parallel_for(0, B, [&](int64_t b0, int64_t b1) {
       const int64_t S = b1 - b0;
       Buffer gates(S * G), cell(S * H, true);
-      slstm_run(xg + b0 * xs_b, xs_b, xs_t, P, H, T, o + b0 * os_b, S, gates.data(), cell.data(),
+      slstm_run(xg + b0 * xs_b, xs_b, xs_t, W, H, T, o + b0 * os_b, S, gates.data(), cell.data(),
                 Slice{0, H, nullptr, 1});
     });
     return;
@@ -481,7 +307,7 @@ void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* P, 
   Team team(plan.parts);
   parallel_for(0, plan.parts, [&](int64_t p0, int64_t p1) {
     const Slice sl{p0 * plan.unit, std::min(H, p1 * plan.unit), &team, p1 - p0};
-    slstm_run(xg, xs_b, xs_t, P, H, T, o, B, gates.data(), cell.data(), sl);
+    slstm_run(xg, xs_b, xs_t, W, H, T, o, B, gates.data(), cell.data(), sl);
   });
 }
 
@@ -489,10 +315,10 @@ void slstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* P, 
 // (gates by unit, memory by column), but that takes three barriers per step, which cost more
 // than the halved weight reads save, even at batch 1; the sLSTM needs one barrier per step,
 // and there cooperative mode pays off for small batches.
-template <class ParallelFor>
+template <class Panels, class ParallelFor>
 void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp, int64_t qs_b, int64_t qs_t,
                    const float* kp, int64_t ks_b, int64_t ks_t, const float* vp, int64_t vs_b, int64_t vs_t,
-                   const float* P, int64_t B, int64_t H, int64_t T, float* o, int64_t threads,
+                   const Panels& W, int64_t B, int64_t H, int64_t T, float* o, int64_t threads,
                    const ParallelFor& parallel_for) {
   const int64_t os_b = T * H;
   constexpr bool kCooperative = false;
@@ -505,7 +331,7 @@ void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp,
         const int64_t S = std::min(cap, b1 - g0);
         MlstmScratch scratch(S, H, 1);
         mlstm_run(xg + g0 * xs_b, xs_b, xs_t, qp + g0 * qs_b, qs_b, qs_t, kp + g0 * ks_b, ks_b, ks_t, vp + g0 * vs_b,
-                  vs_b, vs_t, P, H, T, o + g0 * os_b, S, scratch, Slice{0, H, nullptr, 1}, 0, 1);
+                  vs_b, vs_t, W, H, T, o + g0 * os_b, S, scratch, Slice{0, H, nullptr, 1}, 0, 1);
       }
     });
     return;
@@ -514,7 +340,7 @@ void mlstm_forward(const float* xg, int64_t xs_b, int64_t xs_t, const float* qp,
   Team team(plan.parts);
   parallel_for(0, plan.parts, [&](int64_t p0, int64_t p1) {
     const Slice sl{p0 * plan.unit, std::min(H, p1 * plan.unit), &team, p1 - p0};
-    mlstm_run(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, P, H, T, o, B, scratch, sl, p0,
+    mlstm_run(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, W, H, T, o, B, scratch, sl, p0,
               plan.parts);
   });
 }

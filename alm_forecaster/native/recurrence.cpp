@@ -1,12 +1,16 @@
-// Compiled CPU kernel for the two xLSTM recurrences (see alm_forecaster/cells.py for the
-// PyTorch reference versions and their equations; the design notes follow).
+// Compiled CPU kernel for the two xLSTM recurrences and the linear layers (see
+// alm_forecaster/cells.py for the PyTorch reference versions and their equations; the design
+// notes follow).
 //
-//   alm_forecaster::pack_weight(weight (N,K)) -> packed (ceil(N/64), K, 64)
+//   alm_forecaster::pack_weight(weight (N,K), bf16=False) -> packed (ceil(N/64), K, 64) float32
+//                                                   or (ceil(N/64), ceil(K/2), 128) bfloat16
+//   alm_forecaster::has_bf16() -> whether this build has the bfloat16 products
 //   alm_forecaster::linear(x (..., K), weight (N,K), packed, bias (N)) -> (..., N)
 //   alm_forecaster::slstm_sequence(x_gates (B,T,4H), weight_hh (4H,H), packed) -> (B,T,H)
 //   alm_forecaster::mlstm_sequence(x_gates (B,T,3H), q, k, v (B,T,H), weight_hh (3H,H), packed) -> (B,T,H)
 //
-// float32, CPU. Both start from zero state. Design notes:
+// float32, CPU (the packed weights may be bfloat16: opt-in, panels.h). The recurrences start
+// from zero state. Design notes:
 // * The recurrent product h @ W_hh.T is a hand-written register-blocked kernel over W_hh
 //   packed once into panels of 64 columns of W_hh.T (the caller keeps the packed copy next
 //   to the weight): the weights stream front to back, up to 6 samples share each weight
@@ -22,7 +26,7 @@
 //   threads (batch 1 above all), cooperative mode splits the hidden units (W_hh rows) instead,
 //   with one spin barrier per step. Every mode gives the same bits.
 // * exp / tanh / sigmoid are vectorised (Cephes-style, ~1-2 ulp); built without -ffast-math.
-// The kernels themselves are in kernels.h (no torch dependency).
+// The kernels themselves are in kernels.h, panels.h and simd.h (no torch dependency).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -56,25 +60,52 @@ int64_t threads() { return at::in_parallel_region() ? 1 : at::get_num_threads();
 at::Tensor unit_last_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
 // ---------------------------------------------------------------------------------------
-// Packed recurrent weights
+// Packed weights (panels.h): float32, or bfloat16 when asked for and the build has AVX512-BF16
 // ---------------------------------------------------------------------------------------
 
-at::Tensor pack_weight(const at::Tensor& weight_in) {
+bool has_bf16() { return alm_native::kHasBf16; }
+
+at::Tensor pack_weight(const at::Tensor& weight_in, bool bf16) {
   constexpr const char* op = "alm_forecaster::pack_weight";
   check_float_cpu(weight_in, op, "weight");
   TORCH_CHECK(weight_in.dim() == 2, op, ": weight must be 2-D (N, K), got shape ", weight_in.sizes());
+  TORCH_CHECK(!bf16 || alm_native::kHasBf16, op, ": this build has no bfloat16 kernel (a CPU with AVX512-BF16 "
+              "and the native build are needed)");
   const at::Tensor weight = weight_in.contiguous();
   const int64_t N = weight.size(0), K = weight.size(1);
+  if (bf16) {
+    using alm_native::Bf16Panels;
+    at::Tensor packed = at::empty({alm_native::panel_count(N), Bf16Panels::depth(K), 2 * alm_native::kPanel},
+                                  weight.options().dtype(at::kBFloat16));
+    Bf16Panels::pack(weight.data_ptr<float>(), N, K, reinterpret_cast<uint16_t*>(packed.data_ptr<at::BFloat16>()));
+    return packed;
+  }
   at::Tensor packed = at::empty({alm_native::panel_count(N), K, alm_native::kPanel}, weight.options());
-  alm_native::pack_panels(weight.data_ptr<float>(), N, K, packed.data_ptr<float>());
+  alm_native::F32Panels::pack(weight.data_ptr<float>(), N, K, packed.data_ptr<float>());
   return packed;
 }
 
 void check_packed(const at::Tensor& packed, int64_t N, int64_t K, const char* op, const char* of) {
-  check_float_cpu(packed, op, "weight_packed");
-  TORCH_CHECK(packed.dim() == 3 && packed.size(0) == alm_native::panel_count(N) && packed.size(1) == K &&
-                  packed.size(2) == alm_native::kPanel && packed.is_contiguous(),
+  TORCH_CHECK(packed.device().is_cpu() && packed.layout() == at::kStrided, op,
+              ": weight_packed must be a dense CPU tensor");
+  const bool bf16 = packed.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(bf16 || packed.scalar_type() == at::kFloat, op, ": weight_packed must be float32 or bfloat16, got ",
+              packed.scalar_type());
+  const int64_t depth = bf16 ? alm_native::Bf16Panels::depth(K) : K, width = (bf16 ? 2 : 1) * alm_native::kPanel;
+  TORCH_CHECK(packed.dim() == 3 && packed.size(0) == alm_native::panel_count(N) && packed.size(1) == depth &&
+                  packed.size(2) == width && packed.is_contiguous(),
               op, ": weight_packed must be alm_forecaster::pack_weight(", of, "), got shape ", packed.sizes());
+  TORCH_CHECK(!bf16 || alm_native::kHasBf16, op, ": this build has no bfloat16 kernel");
+}
+
+// Run fn with the packed weight as the panels type its dtype names.
+template <class Fn>
+void with_panels(const at::Tensor& packed, const Fn& fn) {
+  if (packed.scalar_type() == at::kBFloat16) {
+    fn(alm_native::Bf16Panels{reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>())});
+  } else {
+    fn(alm_native::F32Panels{packed.data_ptr<float>()});
+  }
 }
 
 at::Tensor linear(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& packed, const at::Tensor& bias_in) {
@@ -95,8 +126,10 @@ at::Tensor linear(const at::Tensor& x_in, const at::Tensor& weight, const at::Te
   at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
   const int64_t M = K == 0 ? 0 : x.numel() / K;
   if (M == 0 || N == 0) return out;
-  alm_native::packed_linear(x.data_ptr<float>(), K, M, packed.data_ptr<float>(), N, K, bias.data_ptr<float>(),
-                            out.data_ptr<float>(), ParallelFor{});
+  with_panels(packed, [&](const auto& W) {
+    alm_native::packed_linear(W, x.data_ptr<float>(), K, M, N, K, bias.data_ptr<float>(), out.data_ptr<float>(),
+                              ParallelFor{});
+  });
   return out;
 }
 
@@ -130,10 +163,10 @@ at::Tensor slstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& weight
 
   const float* xg = x_gates.data_ptr<float>();
   const int64_t xs_b = x_gates.stride(0), xs_t = x_gates.stride(1);
-  const float* P = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
-
-  alm_native::slstm_forward(xg, xs_b, xs_t, P, B, H, T, o, threads(), ParallelFor{});
+  with_panels(packed, [&](const auto& W) {
+    alm_native::slstm_forward(xg, xs_b, xs_t, W, B, H, T, o, threads(), ParallelFor{});
+  });
   return out;
 }
 
@@ -169,17 +202,19 @@ at::Tensor mlstm_sequence(const at::Tensor& x_gates_in, const at::Tensor& q_in, 
   const int64_t qs_b = q.stride(0), qs_t = q.stride(1);
   const int64_t ks_b = k.stride(0), ks_t = k.stride(1);
   const int64_t vs_b = v.stride(0), vs_t = v.stride(1);
-  const float* P = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  alm_native::mlstm_forward(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, P, B, H, T, o, threads(),
-                            ParallelFor{});
+  with_panels(packed, [&](const auto& W) {
+    alm_native::mlstm_forward(xg, xs_b, xs_t, qp, qs_b, qs_t, kp, ks_b, ks_t, vp, vs_b, vs_t, W, B, H, T, o,
+                              threads(), ParallelFor{});
+  });
   return out;
 }
 
 }  // namespace
 
 TORCH_LIBRARY(alm_forecaster, m) {
-  m.def("pack_weight(Tensor weight) -> Tensor");
+  m.def("pack_weight(Tensor weight, bool bf16=False) -> Tensor");
+  m.def("has_bf16() -> bool", &has_bf16);
   m.def("linear(Tensor x, Tensor weight, Tensor weight_packed, Tensor bias) -> Tensor");
   m.def("slstm_sequence(Tensor x_gates, Tensor weight_hh, Tensor weight_packed) -> Tensor");
   m.def("mlstm_sequence(Tensor x_gates, Tensor q, Tensor k, Tensor v, Tensor weight_hh, Tensor weight_packed) -> Tensor");
