@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from .cells import CellConfig
@@ -90,7 +91,17 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
     if plot is not None:
         add(f"![latency vs throughput]({os.path.relpath(plot, out.parent)})\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    kept = kept_sections(out.read_text()) if out.exists() else []
+    out.write_text("\n".join(lines + kept) + "\n")
+
+
+def kept_sections(text: str) -> list[str]:
+    """The sections other commands own in the file (``<!-- NAME: begin -->`` to ``<!-- NAME: end -->``,
+    e.g. scripts/bench_quantiles.py's): a rewrite of the report keeps them, at its end."""
+    kept = []
+    for match in re.finditer(r"<!-- ([\w-]+): begin -->.*?<!-- \1: end -->", text, flags=re.S):
+        kept += ["", match.group(0)]
+    return kept
 
 
 def _progress_section(results: dict, add) -> None:

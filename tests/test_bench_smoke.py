@@ -24,6 +24,8 @@ def test_bench_serve_quick(tmp_path):
     work.mkdir()
     command = [sys.executable, str(ROOT / "scripts" / "bench_serve.py"), "--quick"]
     command += ["--out", str(out), "--plot", str(plot), "--json", str(data)]
+    kept = "<!-- distributions: begin -->\n## Owned by scripts/bench_quantiles.py\n<!-- distributions: end -->"
+    out.write_text(f"# an older report\n\n{kept}\n")
     # TMPDIR: the benchmark's private server (its directory, JVM and workers) lives under tmp_path.
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "TMPDIR": str(work)}
@@ -33,6 +35,7 @@ def test_bench_serve_quick(tmp_path):
     text = out.read_text()
     for heading in ("## Parse + validate", "### In process", "### TorchServe end to end", "### Worker start"):
         assert heading in text
+    assert "an older report" not in text and text.rstrip().endswith(kept)  # another command's section stays
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads(data.read_text())
     (model,) = results["models"]
