@@ -74,13 +74,13 @@ def kernel_targets(seed: dict) -> list[dict]:
     out = []
     one = ip["threads"]["1"].get("1")
     if one:
-        ms = one["fast_ms"]
+        ms, plain = one["fast_ms"], one.get("plain_ms", plain_b1)
         out.append(
             {
-                "target": "batch 1, 1 thread: <= 10 ms and >= 9x the plain path",
-                "measured": f"{ms:.2f} ms",
-                "ratio": f"plain b1 {plain_b1:.0f} ms / {ms:.2f} ms = {plain_b1 / ms:.1f}x",
-                "holds": ms <= 10 and plain_b1 / ms >= 9,
+                "target": "batch 1, 1 thread: <= 10 ms and >= 9x the plain path (1 thread)",
+                "measured": f"{ms:.2f} ms" + (f"; opt-in bf16 {one['bf16_ms']:.2f} ms" if "bf16_ms" in one else ""),
+                "ratio": f"plain b1 {plain:.0f} ms / {ms:.2f} ms = {plain / ms:.1f}x",
+                "holds": ms <= 10 and plain / ms >= 9,
             }
         )
     if 32 in rows:

@@ -150,8 +150,9 @@ class BenchModel:
 
 
 def in_process(model: BenchModel, batches: list[int], runs: int, plain_runs: int, payloads: list[bytes]) -> dict:
-    """Fast / pure-PyTorch / plain forward at 2 threads (`measure_forward`), the fast forward at
-    1 thread, and Forecaster.predict (parse + forward + response) at 1 and 2 threads."""
+    """Fast / pure-PyTorch / plain forward at 2 threads (`measure_forward`), the fast forward (and
+    the opt-in bf16 one) at 1 and 2 threads with the plain path at batch 1 beside it, and
+    Forecaster.predict (parse + forward + response) at 1 and 2 threads."""
     out: dict = {"threads": {}}
     previous = torch.get_num_threads()
     try:
@@ -160,12 +161,19 @@ def in_process(model: BenchModel, batches: list[int], runs: int, plain_runs: int
         torch.manual_seed(0)
         net = XLSTMForecaster(model.config).eval()
         forecaster = Forecaster(load_checkpoint(model.checkpoint), model.name, device=torch.device("cpu"))
+        state, blocks, layers = net.state_dict(), model.config.num_blocks, model.config.num_layers
+
+        def plain(x: torch.Tensor) -> torch.Tensor:
+            return oracle_forward(state, blocks, layers, x)
+
         for threads in (1, 2):
             torch.set_num_threads(threads)
             per = {}
             for batch in batches:
                 x = torch.randn(batch, model.config.seq_len, model.config.input_size)
                 per[batch] = {"fast_ms": median_ms(lambda x=x: net(x), runs)}
+                if batch == 1:  # the baseline of the batch-1 target, at this thread count
+                    per[batch]["plain_ms"] = median_ms(lambda x=x: plain(x), plain_runs)
                 if native.has_bf16():
                     with native.precision("bf16"):
                         per[batch]["bf16_ms"] = median_ms(lambda x=x: net(x), runs)
