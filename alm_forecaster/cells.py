@@ -37,7 +37,7 @@ MEMORY_SCALE = 10.0
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x @ weight.T + bias at every step of a sequence: a cell's input side, (B, T, in) -> (B, T, N)."""
-    if native.supports(x):
+    if native.supports(x, weight, bias):
         return native.linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
@@ -48,7 +48,7 @@ def slstm_sequence(x_gates: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tens
     x_gates: (B, T, 4H) = x @ weight_ih.T + bias for every step. Returns h for every step,
     (B, T, H).
     """
-    if native.supports(x_gates):
+    if native.supports(x_gates, weight_hh):
         return native.slstm_sequence(x_gates, weight_hh)
     return _slstm_sequence_torch(x_gates, weight_hh)
 
@@ -64,7 +64,7 @@ def mlstm_sequence(
     The normalisation takes max|C'| over each sample's own H x H matrix, never over the
     batch, so a forecast does not depend on its batch mates.
     """
-    if native.supports(x_gates):
+    if native.supports(x_gates, q, k, v, weight_hh):
         return native.mlstm_sequence(x_gates, q, k, v, weight_hh)
     return _mlstm_sequence_torch(x_gates, q, k, v, weight_hh)
 

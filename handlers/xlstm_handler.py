@@ -63,6 +63,7 @@ from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.device import select_device
 from alm_forecaster.errors import MALFORMED, CheckpointError, InputError
 from alm_forecaster.forecaster import Forecaster, Request, Timings, configure_threads
+from alm_forecaster.native import PRECISIONS
 from alm_forecaster.outcome import INTERNAL, Outcome
 from alm_forecaster.timeseries_api import CONTENT_TYPE as JSON_CONTENT_TYPE
 
@@ -254,8 +255,9 @@ def handler_settings(model_yaml_config: dict | None) -> dict:
         "device": section.get("device") or "auto",
         "precision": section.get("precision") or "fp32",
     }
-    if settings["precision"] not in ("fp32", "bf16"):
-        raise ValueError(f"archive config 'handler.precision' must be fp32 or bf16, got {settings['precision']!r}")
+    precision = settings["precision"]
+    if precision not in PRECISIONS:
+        raise ValueError(f"archive config 'handler.precision' must be one of {PRECISIONS}, got {precision!r}")
     for key in ("threads", "seq_len"):
         value = settings[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):

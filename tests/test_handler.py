@@ -176,7 +176,7 @@ def test_handler_settings_validation():
     for bad in ({"threads": 0}, {"seq_len": "20"}, {"threads": True}):
         with pytest.raises(ValueError, match="positive integer"):
             handler_module.handler_settings({"handler": bad})
-    with pytest.raises(ValueError, match="handler.precision' must be fp32 or bf16, got 'fp16'"):
+    with pytest.raises(ValueError, match="handler.precision' must be one of \\('fp32', 'bf16'\\), got 'fp16'"):
         handler_module.handler_settings({"handler": {"precision": "fp16"}})
     with pytest.raises(ValueError, match="mapping"):
         handler_module.handler_settings({"handler": [1]})

@@ -242,6 +242,18 @@ def test_supports():
     assert not native.supports(grad)  # no backward in the kernel: training takes the PyTorch path
     with torch.no_grad():
         assert native.supports(grad)
+    weight = torch.zeros(4, 8, requires_grad=True)
+    assert not native.supports(x, weight)  # an input without gradient, a weight with one: PyTorch
+
+
+def test_training_reaches_every_parameter():
+    """A training step on CPU float32 (the kernel loaded, inputs that need no gradient) gives
+    every parameter a gradient: no layer may take the kernel, which has no backward."""
+    model = model_for().train()
+    x = torch.randn(2, 20, 128)
+    model(x).square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
 
 
 def test_switch_off_by_environment(monkeypatch):

@@ -105,19 +105,20 @@ def load_error() -> str | None:
     return _load_error
 
 
-def supports(x: torch.Tensor) -> bool:
-    """Whether the compiled kernel can run this input.
+def supports(x: torch.Tensor, *weights: torch.Tensor) -> bool:
+    """Whether the compiled kernel can run this input with these weights.
 
     True only when the library is loaded, ``x`` is a float32 CPU (strided) tensor, the
     environment variable ``ALM_FORECASTER_NATIVE`` is not "0", and no gradient is being
-    recorded through ``x`` (the kernel has no backward; training uses the PyTorch path).
+    recorded through ``x`` or any of ``weights`` (the kernel has no backward; training uses the
+    PyTorch path: a layer whose input needs no gradient still has weights that do).
     """
     if not (
         isinstance(x, torch.Tensor)
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and x.layout == torch.strided
-        and not (x.requires_grad and torch.is_grad_enabled())
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)))
     ):
         return False
     if not _loaded:
