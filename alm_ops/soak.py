@@ -117,57 +117,52 @@ def price_payloads(rows_needed: int, rng: np.random.Generator) -> list[Payload]:
 
 def bad_price_payloads(good: bytes, rows_needed: int) -> list[Payload]:
     """Bad single-price uploads derived from one good one, with the status each must get."""
-    text = good.decode()
-    lines = text.splitlines()
+    lines = good.decode().splitlines()
+    return [
+        *malformed_payloads(good.decode()),
+        Payload("json-as-csv", b'{"Close": [1.0]}', 400),
+        Payload("unbalanced-quote", with_cell(lines, '"0.5', 1), 400),
+        Payload("too-few-rows", ("\n".join(lines[: rows_needed // 2]) + "\n").encode(), 422),
+        Payload("nan", with_cell(lines, "NaN", 1), 422),
+        Payload("text-in-number", with_cell(lines, "n/a", 1), 422),
+        Payload("zero-price", with_cell(lines, "0", 1), 422),
+        Payload("bad-date", with_cell(lines, "2020-13-45", 0), 422),
+        Payload("repeated-date", with_cell(lines, lines[-3].split(",")[0], 0), 422),
+    ]
 
-    def cell(value: str, column: int = 1) -> bytes:
-        rows = [line.split(",") for line in lines]
-        rows[-2][column] = value
-        return ("\n".join(",".join(r) for r in rows) + "\n").encode()
 
+def bad_payloads(good: bytes, seq_len: int) -> list[Payload]:
+    """Bad uploads derived from one good embeddings file, with the status each must get."""
+    lines = good.decode().splitlines()
+    last = lines[0].split(",").index("last_price")
+    return [
+        *malformed_payloads(good.decode()),
+        Payload("json", b'{"emb_0": [1.0]}', 400),
+        Payload("unbalanced-quote", with_cell(lines, '"0.5', 1), 400),
+        Payload("missing-column", ("\n".join(",".join(line.split(",")[:last]) for line in lines) + "\n").encode(), 422),
+        Payload("too-few-rows", ("\n".join(lines[: seq_len // 2]) + "\n").encode(), 422),
+        Payload("nan", with_cell(lines, "NaN", 1), 422),
+        Payload("text-in-number", with_cell(lines, "n/a", 1), 422),
+        Payload("zero-price", with_cell(lines, "0", last), 422),
+    ]
+
+
+def malformed_payloads(text: str) -> list[Payload]:
+    """Uploads that are not a usable CSV at all (400 whatever the model)."""
     return [
         Payload("empty", b"", 400),
         Payload("semicolons", text.replace(",", ";").encode(), 400),
         Payload("ragged", (text + "1,2,3\n").encode(), 400),
         Payload("utf16", text.encode("utf-16"), 400),
         Payload("binary", bytes(range(256)) * 8, 400),
-        Payload("json-as-csv", b'{"Close": [1.0]}', 400),
-        Payload("unbalanced-quote", cell('"0.5'), 400),
-        Payload("too-few-rows", ("\n".join(lines[: rows_needed // 2]) + "\n").encode(), 422),
-        Payload("nan", cell("NaN"), 422),
-        Payload("text-in-number", cell("n/a"), 422),
-        Payload("zero-price", cell("0"), 422),
-        Payload("bad-date", cell("2020-13-45", 0), 422),
-        Payload("repeated-date", cell(lines[-3].split(",")[0], 0), 422),
     ]
 
 
-def bad_payloads(good: bytes, seq_len: int) -> list[Payload]:
-    """Bad uploads derived from one good embeddings file, with the status each must get."""
-    text = good.decode()
-    lines = text.splitlines()
-    header = lines[0].split(",")
-    last = header.index("last_price")
-
-    def cell(value: str, column: int = 1) -> bytes:
-        rows = [line.split(",") for line in lines]
-        rows[-2][column] = value
-        return ("\n".join(",".join(r) for r in rows) + "\n").encode()
-
-    return [
-        Payload("empty", b"", 400),
-        Payload("semicolons", text.replace(",", ";").encode(), 400),
-        Payload("ragged", (text + "1,2\n").encode(), 400),
-        Payload("utf16", text.encode("utf-16"), 400),
-        Payload("binary", bytes(range(256)) * 8, 400),
-        Payload("json", b'{"emb_0": [1.0]}', 400),
-        Payload("unbalanced-quote", cell('"0.5'), 400),
-        Payload("missing-column", ("\n".join(",".join(line.split(",")[:last]) for line in lines) + "\n").encode(), 422),
-        Payload("too-few-rows", ("\n".join(lines[: seq_len // 2]) + "\n").encode(), 422),
-        Payload("nan", cell("NaN"), 422),
-        Payload("text-in-number", cell("n/a"), 422),
-        Payload("zero-price", cell("0", last), 422),
-    ]
+def with_cell(lines: list[str], value: str, column: int) -> bytes:
+    """The CSV ``lines`` with ``value`` in ``column`` of the second-to-last row."""
+    rows = [line.split(",") for line in lines]
+    rows[-2][column] = value
+    return ("\n".join(",".join(r) for r in rows) + "\n").encode()
 
 
 def send_kwargs(transport: str, body: bytes) -> dict:

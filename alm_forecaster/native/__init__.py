@@ -54,7 +54,7 @@ ENV_SWITCH = "ALM_FORECASTER_NATIVE"
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = (_HERE / "recurrence.cpp",)
-HEADERS = (_HERE / "kernels.h",)
+HEADERS = (_HERE / "kernels.h", _HERE / "panels.h", _HERE / "simd.h")
 BUILD_DIR = _HERE / "_build"
 
 

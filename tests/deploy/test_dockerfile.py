@@ -54,6 +54,8 @@ BUILD_NEEDS = (
     "alm_forecaster/__init__.py",
     "alm_forecaster/native/recurrence.cpp",
     "alm_forecaster/native/kernels.h",
+    "alm_forecaster/native/panels.h",
+    "alm_forecaster/native/simd.h",
     "handlers/xlstm_handler.py",
     "archive_configs/default.yaml",
     "log4j2.xml",
