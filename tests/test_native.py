@@ -476,3 +476,15 @@ def test_bf16_shipped_models_forecast_within_stated_error(name):
         assert got.body["predicted_prices"] == pytest.approx(want.body["predicted_prices"], rel=1e-3)
         for values in zip(*got.body.get("quantiles", {}).values(), strict=True):
             assert list(values) == sorted(values)
+
+
+def test_fake_pack_weight_has_the_real_shape():
+    """The shape function registered for tracing (torch.compile / export) agrees with the op."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    weight = torch.randn(100, 13)
+    for bf16 in (False, True) if native.has_bf16() else (False,):
+        real = torch.ops.alm_forecaster.pack_weight(weight, bf16)
+        with FakeTensorMode() as mode:
+            fake = torch.ops.alm_forecaster.pack_weight(mode.from_tensor(weight), bf16)
+        assert (fake.shape, fake.dtype) == (real.shape, real.dtype), bf16

@@ -305,8 +305,11 @@ def _register_fake() -> None:
     def fake_linear(x, weight, weight_packed, bias):
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
-    def fake_pack(weight):
-        return weight.new_empty(-(-weight.shape[0] // 64), weight.shape[1], 64)
+    def fake_pack(weight, bf16=False):
+        panels = -(-weight.shape[0] // 64)
+        if bf16:
+            return weight.new_empty(panels, -(-weight.shape[1] // 2), 128, dtype=torch.bfloat16)
+        return weight.new_empty(panels, weight.shape[1], 64)
 
     try:
         torch.library.register_fake("alm_forecaster::slstm_sequence")(fake_slstm)

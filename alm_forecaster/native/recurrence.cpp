@@ -65,6 +65,13 @@ at::Tensor unit_last_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t 
 
 bool has_bf16() { return alm_native::kHasBf16; }
 
+// The shape pack_weight gives a weight (N, K): one rule for the packing and for the checks.
+std::vector<int64_t> packed_shape(int64_t N, int64_t K, bool bf16) {
+  using alm_native::kPanel;
+  if (bf16) return {alm_native::panel_count(N), alm_native::Bf16Panels::depth(K), 2 * kPanel};
+  return {alm_native::panel_count(N), K, kPanel};
+}
+
 at::Tensor pack_weight(const at::Tensor& weight_in, bool bf16) {
   constexpr const char* op = "alm_forecaster::pack_weight";
   check_float_cpu(weight_in, op, "weight");
@@ -74,13 +81,12 @@ at::Tensor pack_weight(const at::Tensor& weight_in, bool bf16) {
   const at::Tensor weight = weight_in.contiguous();
   const int64_t N = weight.size(0), K = weight.size(1);
   if (bf16) {
-    using alm_native::Bf16Panels;
-    at::Tensor packed = at::empty({alm_native::panel_count(N), Bf16Panels::depth(K), 2 * alm_native::kPanel},
-                                  weight.options().dtype(at::kBFloat16));
-    Bf16Panels::pack(weight.data_ptr<float>(), N, K, reinterpret_cast<uint16_t*>(packed.data_ptr<at::BFloat16>()));
+    at::Tensor packed = at::empty(packed_shape(N, K, true), weight.options().dtype(at::kBFloat16));
+    alm_native::Bf16Panels::pack(weight.data_ptr<float>(), N, K,
+                                 reinterpret_cast<uint16_t*>(packed.data_ptr<at::BFloat16>()));
     return packed;
   }
-  at::Tensor packed = at::empty({alm_native::panel_count(N), K, alm_native::kPanel}, weight.options());
+  at::Tensor packed = at::empty(packed_shape(N, K, false), weight.options());
   alm_native::F32Panels::pack(weight.data_ptr<float>(), N, K, packed.data_ptr<float>());
   return packed;
 }
@@ -91,9 +97,7 @@ void check_packed(const at::Tensor& packed, int64_t N, int64_t K, const char* op
   const bool bf16 = packed.scalar_type() == at::kBFloat16;
   TORCH_CHECK(bf16 || packed.scalar_type() == at::kFloat, op, ": weight_packed must be float32 or bfloat16, got ",
               packed.scalar_type());
-  const int64_t depth = bf16 ? alm_native::Bf16Panels::depth(K) : K, width = (bf16 ? 2 : 1) * alm_native::kPanel;
-  TORCH_CHECK(packed.dim() == 3 && packed.size(0) == alm_native::panel_count(N) && packed.size(1) == depth &&
-                  packed.size(2) == width && packed.is_contiguous(),
+  TORCH_CHECK(packed.sizes() == at::IntArrayRef(packed_shape(N, K, bf16)) && packed.is_contiguous(),
               op, ": weight_packed must be alm_forecaster::pack_weight(", of, "), got shape ", packed.sizes());
   TORCH_CHECK(!bf16 || alm_native::kHasBf16, op, ": this build has no bfloat16 kernel");
 }
