@@ -59,3 +59,11 @@ def torchserve(tmp_path_factory) -> Iterator[TorchServe]:
         # Keep the logs for a post-mortem; drop the bulky checkpoints, archives and unpacked models.
         for bulky in (store, workdir / "tmp", workdir / "checkpoints"):
             shutil.rmtree(bulky, ignore_errors=True)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--record-replay",
+        action="store_true",
+        help="record tests/replay/answers.json anew from the current code (tests/test_replay.py)",
+    )
