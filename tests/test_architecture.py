@@ -49,6 +49,7 @@ FIRST_PARTY = {
     "handlers": "handler",
     "scripts": "scripts",
     "tests.helpers": "test-helpers",
+    "tests.corpus": "test-helpers",
     "tests.conftest": "test-module",
     "tests.deploy.conftest": "test-helpers",
     "tests.deploy.containers": "test-helpers",
