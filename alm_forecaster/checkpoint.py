@@ -22,8 +22,8 @@ import torch
 
 from alm_forecaster.config import DEFAULT_SEQ_LEN, ModelConfig
 from alm_forecaster.errors import CheckpointError
+from alm_forecaster.heads import QuantileHead
 from alm_forecaster.model import XLSTMForecaster
-from alm_forecaster.quantiles import QuantileHead
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,15 @@
-"""Features of one price a day, for models that forecast distributions of any asset.
+"""Features of one value a day, for models that forecast distributions of any series.
 
-    closes (n,) -> log returns -> sigma_t (windowed EWMA volatility)
+    y (n,): a series' additive coordinates (kinds.py: log prices) -> changes -> sigma_t (windowed
+                   EWMA volatility of the changes)
                 -> 19 scale-free features per day: standardised returns and their sizes over
                    the last 5 days, volatility ratios (5/20/60/250 days over sigma_t),
                    standardised 5/20/60-day returns, distance to the 60-day high and low
 
 Every feature is divided by the series' own volatility, so a rate, an FX pair, an oil price
 and an equity index look alike to the network: what it learns on two series it can apply to
-others. ``sigma_t`` is also what the quantiles are scaled by (`quantiles.py`): the network
-predicts standardised quantiles, ``log(P_{t+h} / P_t) / (sigma_t * sqrt(h))``.
+others. ``sigma_t`` is also what the quantiles are scaled by: the network predicts standardised
+quantiles of ``(y[t + h] - y[t]) / (sigma_t * sqrt(h))`` (`scaling.py`).
 
 Causal with a finite lookback: day t reads closes t - LOOKBACK .. t only (the EWMA weights are
 cut at 250 returns and renormalised), so a day's features are the same whether they are
@@ -23,10 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from alm_forecaster import prices
-from alm_forecaster.contract import Window
+from alm_forecaster.contract import Window, Windows
 from alm_forecaster.errors import CheckpointError, InputError
-from alm_forecaster.table import Table
+from alm_forecaster.panel import Panel
 
 KIND = "close_v1"
 EWMA_LAMBDA = 0.94
@@ -49,10 +49,9 @@ FEATURE_NAMES = (
 )
 
 
-def features(closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n, F), sigma (n,)) of closes (n,); the first LOOKBACK rows are NaN."""
-    closes = np.asarray(closes, dtype=np.float64)
-    log_close = np.log(closes)
+def features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, F), sigma (n,)) of the coordinates y (n,); the first LOOKBACK rows are NaN."""
+    log_close = np.asarray(y, dtype=np.float64)
     r = np.concatenate([[0.0], np.diff(log_close)])
     sigma = _ewma_sigma(r)
     sigma[:EWMA_WINDOW] = np.nan  # r[0] is a placeholder: sigma needs EWMA_WINDOW real returns
@@ -91,7 +90,7 @@ def _lag(x: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClosePipeline:
-    """The serving side of `features`: a request table -> the model window and its sigma.
+    """The serving side of `features`: a panel of series -> each series' model window and sigma.
 
     It has no fitted state (every feature is already scale-free); the checkpoint records the
     kind, the feature names and the lookback so that a model is only served by the code that
@@ -107,40 +106,40 @@ class ClosePipeline:
     def rows_needed(self, seq_len: int) -> int:
         return self.lookback + seq_len
 
-    def window(self, table: Table, seq_len: int) -> Window:
-        """A CSV request (one price a day, or OHLCV read through its close) -> the model window."""
-        needed = self.rows_needed(seq_len)
-        series = prices.from_table(table, needed, self._why(seq_len))
-        return self._window(series.prices, series.current_price, seq_len, f"column '{series.column}'")
-
-    def window_from_prices(self, values: np.ndarray, seq_len: int, where: str) -> Window:
-        """A JSON series (validated prices, oldest first) -> the model window."""
-        needed = self.rows_needed(seq_len)
-        if len(values) < needed:
-            raise InputError(
-                f"{where}: Not enough data points. Need at least {needed}, got {len(values)}{self._why(seq_len)}",
-                reason="too_few_rows",
-            )
-        return self._window(values[-needed:], float(values[-1]), seq_len, where)
-
-    def _why(self, seq_len: int) -> str:
+    def why(self, seq_len: int) -> str:
+        """Why a request needs `rows_needed` values (appended to the too-few-rows message)."""
         needed = self.rows_needed(seq_len)
         return (
             f" daily prices: each of the model's {seq_len} window days needs the {self.lookback} days before it "
             f"for its features ({self.lookback} + {seq_len} = {needed})."
         )
 
-    def _window(self, closes: np.ndarray, current_price: float, seq_len: int, where: str) -> Window:
-        feats, sigma = features(closes)
-        window = feats[-seq_len:].astype(np.float32)
-        scale = float(sigma[-1])
-        if not (np.isfinite(window).all() and np.isfinite(scale) and scale > 0):
-            raise InputError(
-                f"{where}: the last {len(closes)} prices do not move (or overflow): their volatility is zero or not "
-                "finite, so no distribution can be scaled from them.",
-                reason="bad_value",
-            )
-        return Window(embeddings=window, current_price=current_price, scale=scale)
+    def windows(self, panel: Panel, seq_len: int) -> Windows:
+        """Each series' window (from its last `rows_needed` values), or the error that refuses it."""
+        needed = self.rows_needed(seq_len)
+        recent = panel.last(needed)
+        windows: list[Window | None] = [None] * len(panel)
+        errors = list(panel.errors)
+        for i in np.flatnonzero(panel.usable):
+            if panel.lengths[i] < needed:
+                errors[i] = InputError(
+                    f"{panel.labels[i]}: Not enough data points. Need at least {needed}, got "
+                    f"{panel.lengths[i]}{self.why(seq_len)}",
+                    reason="too_few_rows",
+                )
+                continue
+            feats, sigma = features(panel.kinds[i].coordinates(recent[i]))
+            window = feats[-seq_len:].astype(np.float32)
+            scale = float(sigma[-1])
+            if not (np.isfinite(window).all() and np.isfinite(scale) and scale > 0):
+                errors[i] = InputError(
+                    f"{panel.labels[i]}: the last {needed} prices do not move (or overflow): their volatility is "
+                    "zero or not finite, so no distribution can be scaled from them.",
+                    reason="bad_value",
+                )
+                continue
+            windows[i] = Window(embeddings=window, current_price=float(panel.anchors[i]), scale=scale)
+        return windows, errors
 
     def state(self) -> dict:
         return {"kind": KIND, "feature_names": list(FEATURE_NAMES), "lookback": self.lookback}
@@ -153,13 +152,3 @@ class ClosePipeline:
                 f"({len(FEATURE_NAMES)} features, lookback {LOOKBACK}); the model needs the code it was trained with."
             )
         return cls()
-
-
-def standardised_targets(closes: np.ndarray, sigma: np.ndarray, horizon: int) -> np.ndarray:
-    """(n, horizon): log(P_{t+h} / P_t) / (sigma_t sqrt(h)); NaN where the future is unknown."""
-    log_close = np.log(np.asarray(closes, dtype=np.float64))
-    n = len(log_close)
-    out = np.full((n, horizon), np.nan)
-    for h in range(1, horizon + 1):
-        out[: n - h, h - 1] = (log_close[h:] - log_close[: n - h]) / (sigma[: n - h] * np.sqrt(h))
-    return out

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alm_forecaster.errors import InputError
+from alm_forecaster.errors import InputError, RequestError
+from alm_forecaster.kinds import PRICE
 from alm_forecaster.table import Table
 
 PRICE_COLUMN = "last_price"
@@ -28,6 +29,11 @@ class Window:
     embeddings: np.ndarray
     current_price: float
     scale: float | None = None
+
+
+#: The windows of a request's series and, where a series has none, the error that refuses it:
+#: exactly one of ``windows[i]`` and ``errors[i]`` is None.
+Windows = tuple[list[Window | None], list[RequestError | None]]
 
 
 def embedding_columns(input_size: int) -> list[str]:
@@ -50,14 +56,9 @@ def embedding_window(table: Table, input_size: int, seq_len: int) -> Window:
     require_rows(table, seq_len)
     start = len(table.rows) - seq_len
     values = numeric_block(table, [index[name] for name in columns], start)
-    prices = values[:, -1]
-    if (prices <= 0).any():
-        row = int(np.argmax(prices <= 0))
-        raise InputError(
-            f"Row {start + row + 1} (line {table.lines[start + row]}), column '{PRICE_COLUMN}': "
-            f"price must be positive, got {prices[row]:g}.",
-            reason="non_positive_price",
-        )
+    PRICE.check(
+        values[:, -1], lambda row: f"Row {start + row + 1} (line {table.lines[start + row]}), column '{PRICE_COLUMN}'"
+    )
     with np.errstate(over="ignore"):
         embeddings = values[:, :-1].astype(np.float32)
     if not np.isfinite(embeddings).all():
@@ -67,7 +68,7 @@ def embedding_window(table: Table, input_size: int, seq_len: int) -> Window:
             f"{table.rows[start + row][index[columns[col]]].strip()!r} overflows float32.",
             reason="bad_value",
         )
-    return Window(embeddings=embeddings, current_price=float(prices[-1]))
+    return Window(embeddings=embeddings, current_price=float(values[-1, -1]))
 
 
 def canonical_header(input_size: int) -> str:
@@ -105,7 +106,7 @@ def fast_embedding_window(text: str, header: str, seq_len: int) -> Window | None
         values = np.loadtxt(window, delimiter=",", comments=None, dtype=np.float64, ndmin=2)
     except ValueError:
         return None
-    if values.shape != (seq_len, fields + 1) or not np.isfinite(values).all() or (values[:, -1] <= 0).any():
+    if values.shape != (seq_len, fields + 1) or not np.isfinite(values).all() or PRICE.invalid(values[:, -1]).any():
         return None
     with np.errstate(over="ignore"):
         embeddings = values[:, :-1].astype(np.float32)

@@ -18,6 +18,7 @@ import numpy as np
 
 from alm_forecaster.contract import _summarise, numeric_block
 from alm_forecaster.errors import InputError
+from alm_forecaster.kinds import PRICE
 from alm_forecaster.table import Table
 
 REQUIRED = ("date", "open", "high", "low", "close", "volume")
@@ -159,11 +160,8 @@ def _check_finite(array: np.ndarray, key: str, where: _Where) -> None:
 
 def _validated(dates, open_, high, low, close, volume, adj, where: _Where) -> OHLCV:  # noqa: ANN001
     for key, array in (("open", open_), ("high", high), ("low", low), ("close", close), (ADJ_CLOSE, adj)):
-        if array is not None and (array <= 0).any():
-            row = int(np.argmax(array <= 0))
-            raise InputError(
-                f"{where(row, key)}: price must be positive, got {array[row]:g}.", reason="non_positive_price"
-            )
+        if array is not None:
+            PRICE.check(array, lambda row, k=key: where(row, k))
     if (volume < 0).any():
         row = int(np.argmax(volume < 0))
         raise InputError(f"{where(row, 'volume')}: volume must be >= 0, got {volume[row]:g}.", reason="bad_value")

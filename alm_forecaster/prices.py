@@ -22,7 +22,9 @@ import numpy as np
 
 from alm_forecaster.contract import _summarise, numeric_block, require_rows
 from alm_forecaster.errors import InputError
+from alm_forecaster.kinds import PRICE, SeriesKind
 from alm_forecaster.ohlcv import normalise_name, parse_dates, require_increasing
+from alm_forecaster.panel import Panel
 from alm_forecaster.table import Table
 
 DATE_NAMES = ("date", "observationdate", "day", "time", "timestamp")
@@ -70,24 +72,28 @@ def columns(header: list[str]) -> tuple[int, int, int | None]:
     )
 
 
-def from_table(table: Table, rows: int, why: str = "") -> PriceSeries:
-    """The last ``rows`` rows of a single-price (or OHLCV) table, validated."""
+def from_table(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE) -> PriceSeries:
+    """The last ``rows`` rows of a single-price (or OHLCV) table, validated as a series of ``kind``."""
     date, price, raw = columns(table.header)
     require_rows(table, rows, why)
     start = len(table.rows) - rows
     picked = [price] if raw is None else [price, raw]
     values = numeric_block(table, picked, start)
     for k, column in enumerate(picked):
-        bad = np.flatnonzero(values[:, k] <= 0)
-        if bad.size:
-            r = start + int(bad[0])
-            raise InputError(
-                f"Row {r + 1} (line {table.lines[r]}), column '{table.header[column]}': price must be positive, "
-                f"got {values[bad[0], k]:g}.",
-                reason="non_positive_price",
-            )
+        kind.check(
+            values[:, k],
+            lambda i, c=column: f"Row {start + i + 1} (line {table.lines[start + i]}), column '{table.header[c]}'",
+        )
     days = parse_dates([row[date] for row in table.rows[start:]], table, start, table.header[date])
     column = table.header[date]
     require_increasing(days, lambda i: f"Row {start + i + 1} (line {table.lines[start + i]}), column '{column}'")
     current = values[-1, -1]
     return PriceSeries(days, values[:, 0], float(current), table.header[price])
+
+
+def panel(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE) -> Panel:
+    """A single-price table as a panel of one series (its last ``rows`` values)."""
+    series = from_table(table, rows, why, kind)
+    return Panel.of(
+        [series.column], [kind], [series.prices], [f"column '{series.column}'"], anchors=[series.current_price]
+    )

@@ -65,7 +65,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from alm_forecaster import prices, timeseries_api
+from alm_forecaster import kserve, prices
 from alm_forecaster.errors import InputError
 from alm_forecaster.table import read_table
 from alm_ops import serve_config
@@ -162,7 +162,7 @@ class Client:
             except (OSError, InputError) as exc:
                 results[path] = Result(path, error=getattr(exc, "message", None) or f"cannot read the file: {exc}")
         if series:
-            document = timeseries_api.request_document(self.model, series, horizon or 5, quantiles)
+            document = kserve.request_document(self.model, series, horizon or 5, quantiles)
             if horizon is None:
                 document["options"].pop("horizon")
             answer = self._post(Result("(request)"), json=document)

@@ -19,14 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from alm_forecaster.checkpoint import build_checkpoint, load_checkpoint
 from alm_forecaster.close_features import ClosePipeline
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.kinds import PRICE
+from alm_forecaster.kserve import request_document
 from alm_forecaster.testing.synthetic import price_csv, price_series
-from alm_forecaster.timeseries_api import request_document
 from alm_ops import archive
 from alm_ops.launcher import TorchServe, start_torchserve
 
@@ -63,11 +63,10 @@ def head_overhead(runs: int = 200, threads: int = 1) -> dict:
         bodies = [price_csv(300, seed=k) for k in range(batch)]
         windows = [quantile.parse(b) for b in bodies]
         assert all(w.scale for w in windows) and pipeline.rows_needed(quantile.seq_len) == 274
-        sigma = np.array([w.scale for w in windows])
         forwards = {
             "point": lambda w=windows: point.forward(w),
             # the network, then the head: non-crossing quantiles, calibration, volatility scaling
-            "quantile": lambda w=windows, s=sigma: quantile.quantile_head.returns(quantile.forward(w), s),
+            "quantile": lambda w=windows: quantile.head.forecast(quantile.forward(w), w, [PRICE] * len(w)),
         }
         predicts = {
             name: (lambda fc=fc, b=bodies: fc.predict(b)) for name, fc in (("point", point), ("quantile", quantile))

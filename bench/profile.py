@@ -20,9 +20,9 @@ from .server import Server
 
 #: py-spy frame fragments -> what a lone request's worker time is spent on (first match wins).
 PROFILE_STAGES = (
-    ("forward", ("Forecaster.forward ",)),
-    ("parse + validate", ("Forecaster.parse ",)),
-    ("response JSON", ("forecast_response ", "XLSTMHandler.respond ")),
+    ("forward", ("Pipeline.forward ",)),
+    ("parse + validate", ("Forecaster.decode ",)),
+    ("response JSON", ("csv_protocol.py", "kserve.py", "XLSTMHandler.respond ")),
     ("handler metrics", ("XLSTMHandler.record ", "XLSTMHandler.emit ")),
     ("handler, other", ("xlstm_handler.py",)),
     ("TorchServe: read the request", ("retrieve_msg ",)),

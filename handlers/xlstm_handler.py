@@ -61,11 +61,11 @@ import alm_forecaster
 from alm_forecaster import options
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.device import select_device
-from alm_forecaster.errors import MALFORMED, CheckpointError, InputError
+from alm_forecaster.errors import INTERNAL, MALFORMED, CheckpointError, InputError
 from alm_forecaster.forecaster import Forecaster, Request, Timings, configure_threads
+from alm_forecaster.kserve import CONTENT_TYPE as JSON_CONTENT_TYPE
 from alm_forecaster.native import PRECISIONS
-from alm_forecaster.outcome import INTERNAL, Outcome
-from alm_forecaster.timeseries_api import CONTENT_TYPE as JSON_CONTENT_TYPE
+from alm_forecaster.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from alm_forecaster import timeseries_api
+from alm_forecaster import kserve
 from alm_forecaster.train import datasets, price_series
 
 
@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         tail = slice(-args.tail if args.tail else None, None)
         if args.request:
             inputs = [(name, s.dates[tail], s.prices[tail]) for name, s in zip(names, series, strict=True)]
-            args.output.write_text(
-                json.dumps(timeseries_api.request_document("alm_quantiles", inputs), indent=1) + "\n"
-            )
+            args.output.write_text(json.dumps(kserve.request_document("alm_quantiles", inputs), indent=1) + "\n")
         else:
             lines = ["Date,Close"] + [
                 f"{d},{p!r}" for d, p in zip(series[0].dates[tail], series[0].prices[tail].tolist(), strict=True)

@@ -15,8 +15,8 @@ from alm_forecaster import ohlcv
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.contract import embedding_columns
 from alm_forecaster.errors import CheckpointError, InputError
-from alm_forecaster.features import FEATURE_NAMES, LOOKBACK, FeaturePipeline, looks_like_ohlcv, technical_features
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.ohlcv_features import FEATURE_NAMES, LOOKBACK, FeaturePipeline, looks_like_ohlcv, technical_features
 from alm_forecaster.table import read_table
 from alm_forecaster.train import datasets
 

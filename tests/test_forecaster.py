@@ -14,7 +14,6 @@ import torch
 from alm_forecaster.errors import InputError
 from alm_forecaster.forecaster import Forecaster
 from alm_forecaster.outcome import Outcome
-from alm_forecaster.response import forecast_response
 from alm_forecaster.testing.synthetic import TINY, embeddings_csv, write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +71,7 @@ def test_a_batch_whose_forward_fails_is_retried_window_by_window(forecaster, mon
     payloads = [embeddings_csv(rows=20, input_size=TINY.input_size, seed=seed) for seed in (1, 2, 3)]
     alone = [forecaster.predict([payload])[0] for payload in payloads]
     poison = forecaster.parse(payloads[1]).current_price
-    forward = forecaster.forward
+    forward = forecaster.pipeline.forward
 
     def fragile(windows):
         if len(windows) > 1:
@@ -81,7 +80,7 @@ def test_a_batch_whose_forward_fails_is_retried_window_by_window(forecaster, mon
             raise RuntimeError("boom")
         return forward(windows)
 
-    monkeypatch.setattr(forecaster, "forward", fragile)
+    monkeypatch.setattr(forecaster.pipeline, "forward", fragile)
     outcomes = forecaster.predict(payloads)
     assert [(o.status, o.reason) for o in outcomes] == [(200, None), (500, "internal"), (200, None)]
     assert "(RuntimeError: boom); it has been logged." in outcomes[1].body["error"]
@@ -103,13 +102,22 @@ def test_outcome_of_each_kind_of_error():
         {"error": "Internal error while forecasting this request (KeyError: 'x'); it has been logged.", "code": 500},
         "internal",
     )
-    assert Outcome.forecast({"predicted_prices": [1.0]}) == Outcome(200, {"predicted_prices": [1.0]}, None)
-    assert Outcome.forecast({}).ok
+    assert Outcome(200, {"predicted_prices": [1.0]}).ok
 
 
-def test_non_finite_output_is_refused():
-    with pytest.raises(InputError, match="non-finite forecast"):
-        forecast_response(np.array([0.1, np.inf]), 10.0, "m", "1")
+def test_non_finite_output_is_refused_alone(forecaster, monkeypatch):
+    payloads = [embeddings_csv(rows=20, input_size=TINY.input_size, seed=seed) for seed in (1, 2)]
+    forward = forecaster.pipeline.forward
+
+    def overflowing(windows):
+        raw = forward(windows)
+        raw[1, 1] = np.inf
+        return raw
+
+    monkeypatch.setattr(forecaster.pipeline, "forward", overflowing)
+    good, bad = forecaster.predict(payloads)
+    assert good.ok and (bad.status, bad.reason) == (422, "non_finite_output")
+    assert "non-finite forecast" in bad.body["error"]
 
 
 def test_describe_names_what_operators_need(forecaster, checkpoint):

@@ -55,7 +55,9 @@ def test_batch_is_one_forward_with_per_request_status(handler, model_dir):
         {"data": csv(8, rows=15)},  # too few rows: 422
     ]
     context = make_context(model_dir, len(requests))
-    with mock.patch.object(handler.forecaster, "forward", wraps=handler.forecaster.forward) as forward:
+    with mock.patch.object(
+        handler.forecaster.pipeline, "forward", wraps=handler.forecaster.pipeline.forward
+    ) as forward:
         bodies = [json.loads(b) for b in handler.handle(requests, context)]
     assert forward.call_count == 1 and len(forward.call_args.args[0]) == 5
     assert statuses(context) == [200, 200, 200, 200, 400, 200, 400, 422]
@@ -73,16 +75,16 @@ def test_batch_is_one_forward_with_per_request_status(handler, model_dir):
 
 
 def test_unexpected_failure_of_one_request_is_a_500_for_it_alone(handler, model_dir):
-    parse = handler.forecaster.parse
+    decode = handler.forecaster.decode
 
-    def flaky(payload):
-        if b"poison" in bytes(payload):
+    def flaky(request):
+        if b"poison" in bytes(request.body):
             raise RuntimeError("boom")
-        return parse(payload)
+        return decode(request)
 
     requests = [{"data": csv(1)}, {"data": csv(2) + b"poison"}, {"data": csv(3)}]
     context = make_context(model_dir, len(requests))
-    with mock.patch.object(handler.forecaster, "parse", side_effect=flaky):
+    with mock.patch.object(handler.forecaster, "decode", side_effect=flaky):
         bodies = [json.loads(b) for b in handler.handle(requests, context)]
     assert statuses(context) == [200, 500, 200]
     assert bodies[1]["code"] == 500 and "RuntimeError: boom" in bodies[1]["error"]
@@ -92,7 +94,7 @@ def test_unexpected_failure_of_one_request_is_a_500_for_it_alone(handler, model_
 def test_out_of_memory_is_507_and_nothing_escapes(handler, model_dir):
     requests = [{"data": csv(1)}, {"data": csv(2, rows=15)}]
     context = make_context(model_dir, len(requests))
-    with mock.patch.object(handler.forecaster, "forward", side_effect=MemoryError()):
+    with mock.patch.object(handler.forecaster.pipeline, "forward", side_effect=MemoryError()):
         bodies = [json.loads(b) for b in handler.handle(requests, context)]
     assert statuses(context) == [507, 422]
     assert "out of memory" in bodies[0]["error"]

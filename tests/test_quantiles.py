@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 
 from alm_forecaster import close_features
 from alm_forecaster.checkpoint import build_checkpoint
+from alm_forecaster.contract import Window
 from alm_forecaster.errors import CheckpointError
 from alm_forecaster.forecaster import Forecaster, Request
-from alm_forecaster.quantiles import QuantileHead
+from alm_forecaster.heads import QuantileHead
+from alm_forecaster.kinds import PRICE
+from alm_forecaster.kserve import request_document
 from alm_forecaster.testing.synthetic import TINY, embeddings_csv, price_csv, price_series, prices_csv, write_checkpoint
-from alm_forecaster.timeseries_api import request_document
 from tests.helpers import ROOT
 
 CHECKPOINT = ROOT / "models" / "alm_quantiles.pt"
@@ -128,8 +130,8 @@ def test_features_are_causal():
     _, closes = price_series(400, seed=5)
     changed = closes.copy()
     changed[350:] *= 1.3
-    before, sigma_before = close_features.features(closes)
-    after, sigma_after = close_features.features(changed)
+    before, sigma_before = close_features.features(np.log(closes))
+    after, sigma_after = close_features.features(np.log(changed))
     np.testing.assert_array_equal(before[:350], after[:350])
     np.testing.assert_array_equal(sigma_before[:350], sigma_after[:350])
     assert not np.allclose(before[350:], after[350:])
@@ -182,8 +184,8 @@ def test_json_request_many_series_one_bad(forecaster):
     document["inputs"].append({"type": "univariate_time_series", "name": "d", "series": [1.0, -2.0], "frequency": "D"})
     with pytest.MonkeyPatch.context() as patch:
         calls = []
-        original = forecaster.forward
-        patch.setattr(forecaster, "forward", lambda windows: calls.append(len(windows)) or original(windows))
+        original = forecaster.pipeline.forward
+        patch.setattr(forecaster.pipeline, "forward", lambda windows: calls.append(len(windows)) or original(windows))
         answer = one(forecaster, json.dumps(document).encode(), content_type="application/json")
     assert calls == [2], "the request's valid series go through one forward"
     assert answer.status == 200 and answer.body["status"] == "partial" and answer.body["model"] == "alm_quantiles"
@@ -276,8 +278,9 @@ def test_bad_quantile_heads_are_refused(head, words):
 )
 def test_quantiles_never_cross(raw, offsets, sigma):
     head = QuantileHead((0.05, 0.25, 0.5, 0.75, 0.95), np.array(offsets).reshape(5, 5))
-    returns = head.returns(torch.tensor([raw], dtype=torch.float32), np.array([sigma]))[0]
-    assert (np.diff(returns, axis=1) >= 0).all()
+    window = Window(np.zeros((20, 19), dtype=np.float32), 100.0, sigma)
+    _, values = head.forecast(np.array([raw], dtype=np.float32), [window], [PRICE])
+    assert (np.diff(values[0], axis=1) >= 0).all()
 
 
 @settings(max_examples=25, deadline=None)

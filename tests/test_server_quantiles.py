@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from alm_forecaster.forecaster import Forecaster, Request
+from alm_forecaster.kserve import request_document
 from alm_forecaster.testing.synthetic import embeddings_csv, price_csv, price_series
-from alm_forecaster.timeseries_api import request_document
 from alm_ops.api import custom_metadata
 from alm_ops.launcher import TorchServe
 from tests.helpers import ROOT

@@ -8,8 +8,8 @@ import torch
 
 from alm_forecaster import ohlcv
 from alm_forecaster.checkpoint import load_checkpoint
-from alm_forecaster.features import LOOKBACK
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.ohlcv_features import LOOKBACK
 from alm_forecaster.train import datasets
 from alm_forecaster.train.training import (
     TrainConfig,

@@ -2,7 +2,7 @@
 
     prices (dates, closes) -> every origin t from `start` on with a full window behind it and
     K days after it -> one single-price CSV request per origin (its last rows_needed rows)
-    -> Forecaster.predict, as the server runs it -> quantile prices per step
+    -> Forecaster.predict, as the server runs it -> each outcome's Forecast: quantile prices per step
     -> the same origins for the baselines, from the same prices: persistence (point forecast),
        historical simulation, filtered historical simulation on the model's own EWMA
        volatility, and GARCH(1,1) with Student-t innovations (`baselines.py`)
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.kinds import PRICE
 from alm_forecaster.train import baselines
 from alm_forecaster.train import distribution_scoring as scoring
 
@@ -56,8 +57,8 @@ def run(
     batch: int = 256,
 ) -> Backtest:
     """Forecasts at origins ``start, start + every, ...`` (default start: the first with a window)."""
-    head = forecaster.quantile_head
-    if head is None:
+    head = forecaster.head
+    if not head.levels:
         raise ValueError(f"model {forecaster.name!r} has no quantiles to backtest")
     needed = forecaster.rows_needed
     steps = head.steps
@@ -68,6 +69,7 @@ def run(
     lines = [
         f"{d},{float(p)!r}" for d, p in zip(np.asarray(dates).astype("datetime64[D]").astype(str), prices, strict=True)
     ]
+    y = PRICE.coordinates(prices)
     q = np.empty((len(origins), steps, len(head.levels)))
     for i in range(0, len(origins), batch):
         chunk = origins[i : i + batch]
@@ -75,16 +77,14 @@ def run(
         for row, outcome in enumerate(forecaster.predict(payloads), start=i):
             if not outcome.ok:
                 raise ValueError(f"{name}: origin {lines[origins[row]]}: {outcome.body}")
-            by_level = outcome.body["quantiles"]
-            q[row] = np.log(np.array([by_level[f"{lv:g}"] for lv in head.levels]).T / prices[origins[row]])
-    log_prices = np.log(prices)
-    realised = np.stack([log_prices[origins + h] - log_prices[origins] for h in range(1, steps + 1)], axis=1)
+            q[row] = PRICE.coordinates(outcome.forecast.quantiles[0]) - y[origins[row]]
+    realised = np.stack([y[origins + h] - y[origins] for h in range(1, steps + 1)], axis=1)
     quantiles = {"model": q}
     points = {"model": q[..., head.median_index], "persistence": np.zeros_like(realised)}
     if baselines_too:
-        quantiles["historical_simulation"] = baselines.historical_simulation(prices, origins, steps, head.levels)
-        quantiles["filtered_hs_ewma"] = baselines.filtered_historical_simulation(prices, origins, steps, head.levels)
-        quantiles["garch11_t"] = baselines.garch_t(prices, origins, steps, head.levels)
+        quantiles["historical_simulation"] = baselines.historical_simulation(y, origins, steps, head.levels)
+        quantiles["filtered_hs_ewma"] = baselines.filtered_historical_simulation(y, origins, steps, head.levels)
+        quantiles["garch11_t"] = baselines.garch_t(y, origins, steps, head.levels)
     dates = np.asarray(dates)
     targets = np.stack([dates[origins + h] for h in range(1, steps + 1)], axis=1)
     return Backtest(name, dates[origins], targets, prices[origins], realised, head.levels, quantiles, points)

@@ -1,8 +1,8 @@
 """Distribution baselines a risk team uses: historical simulation, filtered historical
 simulation (EWMA volatility) and GARCH(1,1) with Student-t innovations.
 
-Each forecasts quantiles of the h-day log return log(P_{t+h}/P_t) made at origin t with data up
-to t only.
+Each forecasts quantiles of the h-day change y[t+h] - y[t] of a series' additive coordinates
+(kinds.py: log prices, so log returns) made at origin t with data up to t only.
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from alm_forecaster import scaling
+
 HS_WINDOW = 250
 FHS_WINDOW = 1000
 GARCH_WINDOW = 1000
 GARCH_REFIT = 20
 
 
-def historical_simulation(close: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]) -> np.ndarray:
+def historical_simulation(y: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]) -> np.ndarray:
     """(len(origins), horizon, len(levels)): empirical quantiles of the last 250 overlapping
-    h-day returns that ended by the origin."""
-    logc = np.log(close)
+    h-day changes that ended by the origin."""
+    logc = np.asarray(y, dtype=np.float64)
     out = np.full((len(origins), horizon, len(levels)), np.nan)
     for h in range(1, horizon + 1):
         ret = logc[h:] - logc[:-h]  # ret[s] = return from s to s+h, known at s+h
@@ -32,34 +34,34 @@ def historical_simulation(close: np.ndarray, origins: np.ndarray, horizon: int, 
     return out
 
 
-def filtered_historical_simulation(
-    close: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]
-) -> np.ndarray:
-    """The last 1000 h-day returns that ended by the origin, each divided by the EWMA volatility
-    (the model's own sigma, `close_features`) at its start; their quantiles, times today's
-    sigma: what the model would be with a network that learned nothing beyond that scale."""
+def filtered_historical_simulation(y: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]) -> np.ndarray:
+    """The last 1000 standardised h-day changes that ended by the origin (each divided by the
+    EWMA volatility, the model's own sigma, at its start: `scaling.standardised_changes`); their
+    quantiles, scaled back by today's sigma: what the model would be with a network that learned
+    nothing beyond that scale."""
     from alm_forecaster.close_features import features
 
-    _, sigma = features(close)
-    logc = np.log(close)
+    _, sigma = features(y)
+    z_all = scaling.standardised_changes(np.asarray(y, dtype=np.float64), sigma, horizon)
+    scale = scaling.horizon_scale(sigma[origins], horizon)
     out = np.full((len(origins), horizon, len(levels)), np.nan)
     for h in range(1, horizon + 1):
-        z = (logc[h:] - logc[:-h]) / (sigma[:-h] * np.sqrt(h))  # z[s]: from s to s+h, known at s+h
+        z = z_all[:, h - 1]  # z[s]: from s to s+h, known at s+h
         for i, t in enumerate(origins):
             end = t - h + 1
             past = z[max(0, end - FHS_WINDOW) : end]
             past = past[np.isfinite(past)]
-            out[i, h - 1] = np.quantile(past, levels) * sigma[t] * np.sqrt(h)
+            out[i, h - 1] = np.quantile(past, levels) * scale[i, h - 1]
     return out
 
 
-def garch_t(close: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]) -> np.ndarray:
+def garch_t(y: np.ndarray, origins: np.ndarray, horizon: int, levels: list[float]) -> np.ndarray:
     """GARCH(1,1), constant mean, Student-t innovations, refit every 20 origins on the last
-    1000 daily returns; the h-day return's quantile is mu*h + sqrt(sum of the h variance
+    1000 daily changes; the h-day change's quantile is mu*h + sqrt(sum of the h variance
     forecasts) times the unit-variance t quantile."""
     from arch import arch_model
 
-    r = 100 * np.diff(np.log(close))  # r[s-1] = return of day s
+    r = 100 * np.diff(y)  # r[s-1] = change of day s, in hundredths (percent of a log return)
     out = np.full((len(origins), horizon, len(levels)), np.nan)
     params = None
     for i, t in enumerate(origins):

@@ -20,8 +20,8 @@ from alm_forecaster import ohlcv
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.contract import PRICE_COLUMN, embedding_columns, numeric_block
 from alm_forecaster.errors import InputError
-from alm_forecaster.features import FeaturePipeline, looks_like_ohlcv
 from alm_forecaster.ohlcv import OHLCV
+from alm_forecaster.ohlcv_features import FeaturePipeline, looks_like_ohlcv
 from alm_forecaster.table import read_table
 
 #: Daily OHLCV series shipped inside the `arch` package (1999-01-04 .. 2018-12-31).

@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.contract import Window
-from alm_forecaster.features import FEATURE_NAMES, LOOKBACK
 from alm_forecaster.forecaster import Forecaster
+from alm_forecaster.ohlcv_features import FEATURE_NAMES, LOOKBACK, FeaturePipeline
 from alm_forecaster.train import scoring
 from alm_forecaster.train.datasets import Series
 from alm_forecaster.train.training import Split, chronological_split, return_targets, sample_ends, split_at, windows
@@ -84,8 +84,8 @@ def evaluate(checkpoint_path: str | Path, series: Series, name: str | None = Non
     meta = loaded.metadata
     seq_len, steps = forecaster.seq_len, loaded.config.output_size
     offset = offset or meta.get("prediction_offset") or SEED_PREDICTION_OFFSET
-    if forecaster.pipeline is not None and series.bars is not None:
-        embeddings, first_valid = forecaster.pipeline.embed(series.bars), LOOKBACK
+    if loaded.feature_pipeline and series.bars is not None:
+        embeddings, first_valid = FeaturePipeline.from_state(loaded.feature_pipeline).embed(series.bars), LOOKBACK
     elif series.embeddings is not None:
         embeddings, first_valid = series.embeddings, 0
     else:

@@ -1,7 +1,9 @@
 """Training a quantile xLSTM on single-price series: pinball loss, then per-level recalibration.
 
-    closes of each training series -> close_features (19 features/day, sigma_t)
-    -> windows of seq_len days ending at t, targets z[t, h] = log(P_{t+h}/P_t) / (sigma_t sqrt(h))
+    values of each training series -> coordinates y (kinds.py: log prices) -> close_features
+       (19 features/day, sigma_t)
+    -> windows of seq_len days ending at t, targets z[t, h] = (y[t+h] - y[t]) / (sigma_t sqrt(h))
+       (scaling.py)
     -> pooled over the series; chronological spans (K-day gaps so no target crosses a border):
          fit         < validation_start        minimise mean pinball loss (AdamW)
          validation  [validation_start, calibration_start)   early stopping
@@ -23,10 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from alm_forecaster import close_features
+from alm_forecaster import close_features, scaling
 from alm_forecaster.config import ModelConfig
+from alm_forecaster.heads import QuantileHead, monotone
+from alm_forecaster.kinds import PRICE, SeriesKind
 from alm_forecaster.model import XLSTMForecaster
-from alm_forecaster.quantiles import QuantileHead, monotone
 from alm_forecaster.train.datasets import Series
 
 
@@ -66,11 +69,14 @@ class Spans:
         return torch.from_numpy(np.concatenate(self.x)), torch.from_numpy(np.concatenate(self.z))
 
 
-def samples(closes: np.ndarray, lo: int, hi: int, seq_len: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def samples(
+    values: np.ndarray, lo: int, hi: int, seq_len: int, horizon: int, kind: SeriesKind = PRICE
+) -> tuple[np.ndarray, np.ndarray]:
     """Windows ending at each day in [lo, hi) whose features and targets are complete."""
-    feats, sigma = close_features.features(closes)
-    z = close_features.standardised_targets(closes, sigma, horizon)
-    ends = np.arange(max(lo, seq_len - 1), min(hi, len(closes)))
+    y = kind.coordinates(values)
+    feats, sigma = close_features.features(y)
+    z = scaling.standardised_changes(y, sigma, horizon)
+    ends = np.arange(max(lo, seq_len - 1), min(hi, len(values)))
     ends = ends[np.isfinite(z[ends]).all(axis=1)]
     x = feats[ends[:, None] + np.arange(1 - seq_len, 1)[None, :]]
     keep = np.isfinite(x).all(axis=(1, 2))

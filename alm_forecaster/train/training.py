@@ -27,8 +27,8 @@ import tqdm.auto
 from torch import nn
 
 from alm_forecaster.config import ModelConfig
-from alm_forecaster.features import LOOKBACK, FeaturePipeline, technical_features
 from alm_forecaster.model import XLSTMForecaster
+from alm_forecaster.ohlcv_features import LOOKBACK, FeaturePipeline, technical_features
 from alm_forecaster.train import scoring
 from alm_forecaster.train.datasets import Series
 

@@ -5,8 +5,8 @@
       "series": [1.081, 1.079, ...], "frequency": "D", "start_timestamp": "2024-01-02"}, ...],
      "options": {"horizon": 5, "quantiles": [0.05, 0.95]}}
     -> a document error (not JSON, a missing or mistyped field) is one 400 naming the field
-    -> each input becomes a window, or an error of its own: a bad series fails alone
-    -> all windows of the request go through one batched forward (`Forecaster.predict`)
+    -> the inputs become a panel (panel.py): each series validated on its own, a bad one refused alone
+    -> each series' window (inputs.py), all of the request's through one batched forward (pipeline.py)
     -> {"id", "created_at", "status": completed | partial | error, "model", "outputs": [
          {"type": "time_series_forecast", "id", "status": completed | error,
           "content": [{"type", "name", "mean_forecast", "frequency", "start_timestamp", "quantiles"}],
@@ -28,7 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alm_forecaster.errors import MALFORMED, InputError
+from alm_forecaster import options as forecast_options
+from alm_forecaster.errors import MALFORMED, InputError, RequestError
+from alm_forecaster.forecast import Forecast
+from alm_forecaster.kinds import PRICE, SeriesKind
+from alm_forecaster.outcome import OK, Outcome
+from alm_forecaster.panel import Panel
+from alm_forecaster.pipeline import Pipeline
+from alm_forecaster.request import Job, Request
 
 CONTENT_TYPE = "application/json"
 UNIVARIATE = "univariate_time_series"
@@ -38,22 +45,34 @@ MAX_SERIES = 1000
 
 @dataclass(frozen=True)
 class SeriesInput:
-    """One input series: its position, name, prices (or the error that refuses it)."""
+    """What the answer repeats of one input: its position, name, frequency as given and start."""
 
     index: int
     name: str
-    prices: np.ndarray | None
-    start: np.datetime64 | None
     frequency: str
-    error: InputError | None = None
+    start: np.datetime64 | None
 
 
 @dataclass(frozen=True)
 class TimeSeriesRequest:
+    """The decoded document: its inputs, their values as a panel, and the raw options."""
+
     model: str
     inputs: list[SeriesInput]
+    panel: Panel
     horizon: object
     quantiles: object
+
+
+def decode(request: Request, pipeline: Pipeline) -> Job:
+    """A ForecastRequest -> a window (or refusal) per series; a malformed document raises a 400."""
+    document = parse(request.body)
+    head = pipeline.head
+    chosen = forecast_options.resolve(
+        document.horizon, document.quantiles, head.steps, head.levels or None, default_levels=False
+    )
+    windows, errors = pipeline.input.series_windows(document.panel)
+    return Job(chosen, document.panel.names, document.panel.kinds, windows, errors, encode, document)
 
 
 def is_json(payload: dict | bytes | bytearray | str, content_type: str | None) -> bool:
@@ -87,7 +106,7 @@ def parse(payload: dict | bytes | bytearray | str) -> TimeSeriesRequest:
     if not isinstance(options, dict):
         raise _document("'options' must be an object (horizon, quantiles)")
     names: set[str] = set()
-    parsed = []
+    parsed: list[tuple[SeriesInput, np.ndarray | None, InputError | None]] = []
     for i, item in enumerate(inputs):
         if not isinstance(item, dict):
             raise _document(f"'inputs[{i}]' must be an object")
@@ -98,10 +117,19 @@ def parse(payload: dict | bytes | bytearray | str) -> TimeSeriesRequest:
             raise _document(f"'inputs[{i}].name' {name!r} is not unique in the request")
         names.add(name)
         parsed.append(_series(i, name, item))
-    return TimeSeriesRequest(model, parsed, options.get("horizon"), options.get("quantiles"))
+    panel = Panel.of(
+        [series.name for series, _, _ in parsed],
+        [PRICE] * len(parsed),
+        [values for _, values, _ in parsed],
+        [f"inputs[{series.index}].series" for series, _, _ in parsed],
+        errors=[error for _, _, error in parsed],
+    )
+    return TimeSeriesRequest(
+        model, [series for series, _, _ in parsed], panel, options.get("horizon"), options.get("quantiles")
+    )
 
 
-def _series(i: int, name: str, item: dict) -> SeriesInput:
+def _series(i: int, name: str, item: dict) -> tuple[SeriesInput, np.ndarray | None, InputError | None]:
     """One input, checked on its own: what is wrong with it fails this series only."""
     frequency = item.get("frequency")
     where = f"inputs[{i}]"
@@ -115,13 +143,13 @@ def _series(i: int, name: str, item: dict) -> SeriesInput:
                 "bad_frequency",
             )
         start = _timestamp(item.get("start_timestamp"), f"{where}.start_timestamp")
-        prices = _prices(item.get("series"), f"{where}.series")
+        values = _values(item.get("series"), f"{where}.series", PRICE)
     except InputError as exc:
-        return SeriesInput(i, name, None, None, str(frequency), exc)
-    return SeriesInput(i, name, prices, start, frequency)
+        return SeriesInput(i, name, str(frequency), None), None, exc
+    return SeriesInput(i, name, frequency, start), values, None
 
 
-def _prices(values: object, where: str) -> np.ndarray:
+def _values(values: object, where: str, kind: SeriesKind) -> np.ndarray:
     if not isinstance(values, list) or not values:
         raise series_error(where, "must be a non-empty list of prices, oldest first", "bad_value")
     for k, value in enumerate(values):
@@ -129,8 +157,8 @@ def _prices(values: object, where: str) -> np.ndarray:
             raise series_error(f"{where}[{k}]", f"{value!r} is not a number", "bad_value")
         if not np.isfinite(value):
             raise series_error(f"{where}[{k}]", f"{value!r} is not a finite number", "bad_value")
-        if value <= 0:
-            raise series_error(f"{where}[{k}]", f"price must be positive, got {value:g}", "non_positive_price")
+        if kind.invalid(np.array([value]))[0]:
+            raise kind.refusal(f"{where}[{k}]", value, param=f"{where}[{k}]")
     return np.asarray(values, dtype=np.float64)
 
 
@@ -145,34 +173,45 @@ def _timestamp(value: object, where: str) -> np.datetime64 | None:
         raise series_error(where, f"{value!r} is not an ISO 8601 timestamp", "bad_dates") from None
 
 
-def forecast_start(series: SeriesInput) -> str | None:
+def encode(job: Job, forecast: Forecast) -> Outcome:
+    """The ForecastResponse: an output per series (its forecast or its error)."""
+    document: TimeSeriesRequest = job.context
+    outputs = [
+        output(series, forecast, document.panel.lengths[series.index], forecast.errors[series.index])
+        for series in document.inputs
+    ]
+    return Outcome(OK, response(document, forecast.model, outputs), None, forecast)
+
+
+def forecast_start(series: SeriesInput, length: int) -> str | None:
     """The protocol's forecast start: the input's start plus len(series) days."""
-    if series.start is None or series.prices is None:
+    if series.start is None:
         return None
-    start = series.start + np.timedelta64(len(series.prices), "D")
+    start = series.start + np.timedelta64(int(length), "D")
     return str(start.astype("datetime64[s]")) + "Z"
 
 
-def output(series: SeriesInput, forecast: dict | None, error: InputError | None) -> dict:
+def output(series: SeriesInput, forecast: Forecast, length: int, error: RequestError | None) -> dict:
     """One ForecastOutput: the series' forecast, or its error."""
     out = {"type": "time_series_forecast", "id": f"ts_{uuid.uuid4().hex}"}
     if error is not None:
-        param = getattr(error, "param", f"inputs[{series.index}]")
+        param = error.param or f"inputs[{series.index}]"
         return {
             **out,
             "status": "error",
             "content": [],
             "error": {"code": str(error.status), "message": error.message, "param": param, "type": error.reason},
         }
+    i = series.index
     content = {
         "type": UNIVARIATE,
         "name": series.name,
-        "mean_forecast": forecast["predicted_prices"],
+        "mean_forecast": [float(v) for v in forecast.point[i]],
         "frequency": series.frequency,
-        "start_timestamp": forecast_start(series),
+        "start_timestamp": forecast_start(series, length),
     }
-    if forecast.get("quantiles"):
-        content["quantiles"] = forecast["quantiles"]
+    if forecast.levels:
+        content["quantiles"] = forecast.by_level(i)
     return {**out, "status": "completed", "content": [content]}
 
 
@@ -200,9 +239,7 @@ def _document(problem: str) -> InputError:
 
 
 def series_error(param: str, problem: str, reason: str) -> InputError:
-    error = InputError(f"{param}: {problem}.", reason=reason)
-    error.param = param
-    return error
+    return InputError(f"{param}: {problem}.", reason=reason, param=param)
 
 
 def request_document(

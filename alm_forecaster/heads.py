@@ -1,15 +1,26 @@
-"""Quantile forecasts: the network's raw outputs -> non-crossing, calibrated return quantiles.
+"""Heads: the network's raw outputs -> forecasts in each series' own units.
+
+A point head (the platform's checkpoints, ``sp500_xlstm``):
+
+    raw (B, K): simple returns -> values anchor * (1 + r) for steps 1..K
+
+A quantile head (``alm_quantiles``; the checkpoint's ``quantile_head``):
 
     raw (B, K*Q) -> per step: the median, plus cumulative softplus steps above and below it
                  -> (B, K, Q) standardised quantiles, increasing along Q by construction
                  -> + calibration offsets (K, Q), then a running maximum along Q (still
                     non-crossing whatever the offsets)
-                 -> simple returns exp(sigma * sqrt(h) * z) - 1 for steps h = 1..K
+                 -> changes z * sigma * sqrt(h) (scaling.py) -> values through the series' kind
 
 ``sigma`` is the window's volatility (`close_features.ClosePipeline`). The offsets are the
 per-step, per-level recalibration fitted on a span after training (`train/quantile_training.py`):
-for level q, the q-quantile of (true - predicted) standardised returns there, so that each
+for level q, the q-quantile of (true - predicted) standardised changes there, so that each
 level's coverage on that span is q. The median level is the point forecast.
+
+The quantile construction has two backends side by side, tested against each other
+(tests/test_quantiles.py): `monotone` in torch for training (gradients), `QuantileHead.standardised`
+in float64 numpy for serving (at serving sizes a handful of numpy calls cost far less than the
+equivalent small torch operations).
 """
 
 from __future__ import annotations
@@ -19,7 +30,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from alm_forecaster import scaling
+from alm_forecaster.contract import Window
 from alm_forecaster.errors import CheckpointError
+from alm_forecaster.kinds import SeriesKind
+
+
+@dataclass(frozen=True)
+class PointHead:
+    """A network that predicts the simple return of each of its ``steps`` steps."""
+
+    steps: int
+    levels: tuple[float, ...] = ()
+
+    def forecast(
+        self, raw: np.ndarray, windows: list[Window], kinds: list[SeriesKind]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(point (B, K), no quantiles (B, K, 0)): ``anchor * (1 + r)``."""
+        anchors = np.array([w.current_price for w in windows])[:, None]
+        point = anchors * (1.0 + np.asarray(raw, dtype=np.float64))
+        return point, np.empty((*point.shape, 0))
 
 
 def monotone(raw: torch.Tensor, levels: int) -> torch.Tensor:
@@ -48,10 +78,8 @@ class QuantileHead:
         return self.levels.index(0.5)
 
     def standardised(self, raw: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Raw outputs (B, K*Q) -> calibrated, non-crossing standardised quantiles (B, K, Q).
-
-        The same construction as `monotone`, in float64 numpy: at serving sizes a handful of
-        numpy calls cost far less than the equivalent small torch operations."""
+        """Raw outputs (B, K*Q) -> calibrated, non-crossing standardised quantiles (B, K, Q): the
+        construction of `monotone`, in float64 numpy, plus the calibration offsets."""
         raw = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
         raw = raw.astype(np.float64).reshape(raw.shape[0], -1, len(self.levels))
         mid = len(self.levels) // 2
@@ -61,11 +89,17 @@ class QuantileHead:
         z = np.concatenate([center - down, center, center + up], axis=-1) + self.offsets[None]
         return np.maximum.accumulate(z, axis=-1)
 
-    def returns(self, raw: torch.Tensor | np.ndarray, sigma: np.ndarray) -> np.ndarray:
-        """Simple returns (B, K, Q) at the levels, for windows whose volatility is ``sigma`` (B,)."""
-        z = self.standardised(raw)
-        scale = np.asarray(sigma, dtype=np.float64)[:, None] * np.sqrt(np.arange(1, self.steps + 1))[None, :]
-        return np.expm1(z * scale[..., None])
+    def forecast(
+        self, raw: np.ndarray, windows: list[Window], kinds: list[SeriesKind]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(point (B, K), quantiles (B, K, Q)) in the series' units, for ``windows`` of series of ``kinds``."""
+        changes = scaling.changes(self.standardised(raw), np.array([w.scale for w in windows]))
+        anchors = np.array([w.current_price for w in windows])[:, None, None]
+        values = np.empty_like(changes)
+        for kind in set(kinds):
+            rows = np.array([k is kind for k in kinds])
+            values[rows] = kind.values(anchors[rows], changes[rows])
+        return values[..., self.median_index], values
 
     def state(self) -> dict:
         return {"levels": list(self.levels), "offsets": torch.from_numpy(np.ascontiguousarray(self.offsets))}

@@ -1,0 +1,45 @@
+"""CSV requests, the platform's original contract: one series per request, the seed's answer.
+
+    body (multipart field or raw text/csv / octet-stream) + options (X-Forecast-Horizon,
+    X-Forecast-Quantiles, or multipart fields horizon and quantiles)
+    -> options checked against the model (options.py), then the model's window (inputs.py:
+       embeddings, OHLCV or one price a day), or a 400/422 naming the problem
+    -> (one forward with the batch) -> {"predicted_prices", "prediction_horizon", "current_price",
+       "model", "model_version"[, "quantiles": {"0.05": [...], ...}]}
+
+``predicted_prices`` are the point forecasts (the median for quantile models); the quantile
+keys are the levels as decimal strings, their values prices for steps 1..horizon.
+"""
+
+from __future__ import annotations
+
+from alm_forecaster import options
+from alm_forecaster.forecast import Forecast
+from alm_forecaster.kinds import PRICE
+from alm_forecaster.outcome import OK, Outcome
+from alm_forecaster.pipeline import Pipeline
+from alm_forecaster.request import Job, Request
+
+
+def decode(request: Request, pipeline: Pipeline) -> Job:
+    """A CSV request -> its one window; raises `InputError` naming what is wrong with it."""
+    chosen = options.resolve(request.horizon, request.quantiles, pipeline.head.steps, pipeline.head.levels or None)
+    window = pipeline.input.csv_window(request.body, PRICE)
+    return Job(chosen, ("",), (PRICE,), [window], [None], encode)
+
+
+def encode(job: Job, forecast: Forecast) -> Outcome:
+    """The seed-format answer, or the error of the request's one series."""
+    if forecast.errors[0] is not None:
+        return Outcome.from_error(forecast.errors[0])
+    point = [float(v) for v in forecast.point[0]]
+    body = {
+        "predicted_prices": point,
+        "prediction_horizon": len(point),
+        "current_price": float(forecast.anchors[0]),
+        "model": forecast.model,
+        "model_version": forecast.version,
+    }
+    if forecast.levels:
+        body["quantiles"] = forecast.by_level(0)
+    return Outcome(OK, body, None, forecast)

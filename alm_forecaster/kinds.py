@@ -1,0 +1,74 @@
+"""Series kinds: what the values of a series are, and how they change.
+
+    values (a request's series) --check--> refused where the kind forbids a value
+           --coordinates--> additive coordinates y (changes y[t+h] - y[t] are what is modelled)
+    forecast changes --values(anchor, changes)--> the series' own units again
+
+* ``price`` (the default): positive values; y = log(price), so a change is a log return and a
+  forecast is ``anchor * exp(change)`` (written ``anchor * (1 + expm1(change))``, the form the
+  served answers have always been computed in).
+
+Everything downstream (features, standardisation, quantiles, baselines) works on y only, so a
+new kind is a new `SeriesKind` here and nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alm_forecaster.errors import InputError
+
+DEFAULT = "price"
+
+
+class SeriesKind:
+    """One kind of series: which values it allows and its additive coordinates."""
+
+    name: str
+
+    def invalid(self, values: np.ndarray) -> np.ndarray:
+        """Mask of the (finite) values this kind refuses."""
+        raise NotImplementedError
+
+    def refusal(self, where: str, value: float, param: str | None = None) -> InputError:
+        """The error for a refused ``value`` at ``where`` (a row and column, or a JSON path)."""
+        raise NotImplementedError
+
+    def check(self, values: np.ndarray, where) -> None:  # noqa: ANN001 - where(i) names value i
+        """Raise the refusal of the first value this kind does not allow."""
+        bad = np.flatnonzero(self.invalid(values))
+        if bad.size:
+            raise self.refusal(where(int(bad[0])), float(values[bad[0]]))
+
+    def coordinates(self, values: np.ndarray) -> np.ndarray:
+        """The additive coordinates y of ``values`` (float64)."""
+        raise NotImplementedError
+
+    def values(self, anchor: np.ndarray | float, changes: np.ndarray) -> np.ndarray:
+        """Values ``changes`` away from ``anchor`` in y (the caller broadcasts)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<series kind {self.name}>"
+
+
+class Price(SeriesKind):
+    """Positive values, modelled in log returns."""
+
+    name = "price"
+
+    def invalid(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values) <= 0
+
+    def refusal(self, where: str, value: float, param: str | None = None) -> InputError:
+        return InputError(f"{where}: price must be positive, got {value:g}.", reason="non_positive_price", param=param)
+
+    def coordinates(self, values: np.ndarray) -> np.ndarray:
+        return np.log(np.asarray(values, dtype=np.float64))
+
+    def values(self, anchor: np.ndarray | float, changes: np.ndarray) -> np.ndarray:
+        return anchor * (1.0 + np.expm1(changes))
+
+
+PRICE = Price()
+KINDS: dict[str, SeriesKind] = {PRICE.name: PRICE}
