@@ -13,6 +13,8 @@ keys are the levels as decimal strings, their values prices for steps 1..horizon
 
 from __future__ import annotations
 
+import numpy as np
+
 from alm_forecaster import options
 from alm_forecaster.forecast import Forecast
 from alm_forecaster.kinds import PRICE
@@ -43,3 +45,22 @@ def encode(job: Job, forecast: Forecast) -> Outcome:
     if forecast.levels:
         body["quantiles"] = forecast.by_level(0)
     return Outcome(OK, body, None, forecast)
+
+
+def read_answer(body: dict) -> Forecast:
+    """A served CSV answer (200) back into the `Forecast` it encodes, for clients."""
+    levels = tuple(float(level) for level in body.get("quantiles", {}))
+    point = np.array([body["predicted_prices"]], dtype=np.float64)
+    grid = [body["quantiles"][key] for key in body.get("quantiles", {})]
+    quantiles = np.array(grid, dtype=np.float64).T[None] if grid else np.empty((*point.shape, 0))
+    return Forecast(
+        ("",),
+        (PRICE,),
+        np.array([body["current_price"]], dtype=np.float64),
+        point,
+        levels,
+        quantiles,
+        (None,),
+        body.get("model", ""),
+        body.get("model_version", ""),
+    )

@@ -49,3 +49,17 @@ class Forecast:
     def by_level(self, i: int) -> dict[str, list[float]]:
         """Series ``i``'s quantiles as ``{"0.05": [step 1, ...], ...}``."""
         return {self.level_key(lv): [float(v) for v in self.quantiles[i, :, j]] for j, lv in enumerate(self.levels)}
+
+    def series(self, i: int) -> Forecast:
+        """The forecast of series ``i`` alone."""
+        return Forecast(
+            self.names[i : i + 1],
+            self.kinds[i : i + 1],
+            self.anchors[i : i + 1],
+            self.point[i : i + 1],
+            self.levels,
+            self.quantiles[i : i + 1],
+            self.errors[i : i + 1],
+            self.model,
+            self.version,
+        )

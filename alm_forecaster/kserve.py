@@ -228,6 +228,39 @@ def response(request: TimeSeriesRequest, model: str, outputs: list[dict]) -> dic
     }
 
 
+def read_answer(body: dict) -> Forecast:
+    """A served ForecastResponse back into the `Forecast` it encodes, for clients: one series per
+    output, an output's error as that series' error (its anchors are unknown: NaN)."""
+    outputs = body["outputs"]
+    contents = [o["content"][0] if o["status"] == "completed" else None for o in outputs]
+    steps = max((len(c["mean_forecast"]) for c in contents if c), default=0)
+    keys = next((list(c.get("quantiles", {})) for c in contents if c), [])
+    point = np.full((len(outputs), steps), np.nan)
+    quantiles = np.full((len(outputs), steps, len(keys)), np.nan)
+    errors: list[RequestError | None] = []
+    for i, (output, content) in enumerate(zip(outputs, contents, strict=True)):
+        if content is None:
+            e = output["error"]
+            errors.append(InputError(e["message"], status=int(e["code"]), reason=e["type"], param=e["param"]))
+            continue
+        point[i] = content["mean_forecast"]
+        if keys:
+            quantiles[i] = np.array([content["quantiles"][key] for key in keys]).T
+        errors.append(None)
+    names = tuple(c["name"] if c else "" for c in contents)
+    return Forecast(
+        names,
+        (PRICE,) * len(outputs),
+        np.full(len(outputs), np.nan),
+        point,
+        tuple(float(key) for key in keys),
+        quantiles,
+        tuple(errors),
+        body.get("model", ""),
+        "",
+    )
+
+
 def _document(problem: str) -> InputError:
     return InputError(
         f"Not a ForecastRequest: {problem}. A JSON body must be KServe's time-series ForecastRequest "

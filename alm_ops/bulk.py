@@ -62,11 +62,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import requests
 from tqdm import tqdm
 
-from alm_forecaster import kserve, prices
+from alm_forecaster import csv_protocol, kserve, prices
 from alm_forecaster.errors import InputError
+from alm_forecaster.forecast import Forecast
 from alm_forecaster.table import read_table
 from alm_ops import serve_config
 from alm_ops.api import TorchServeApi, UsageError, server_message, token_refused, worker_died
@@ -96,7 +98,8 @@ class Result:
 
     file: str
     status: int | None = None  # HTTP status; None when no answer came
-    forecast: dict | None = None
+    answer: dict | None = None  # what the output shows of the server's answer
+    forecast: Forecast | None = None  # the forecast that answer encodes (csv_protocol, kserve)
     error: str | None = None
     attempts: int = 0
     payload: bytes | None = field(default=None, repr=False)
@@ -108,7 +111,7 @@ class Result:
     def to_json(self) -> dict:
         out = {"file": self.file, "status": self.status}
         if self.ok:
-            out["forecast"] = self.forecast
+            out["forecast"] = self.answer
         else:
             out["error"] = self.error
         return out
@@ -166,12 +169,14 @@ class Client:
             if horizon is None:
                 document["options"].pop("horizon")
             answer = self._post(Result("(request)"), json=document)
-            outputs = (answer.forecast or {}).get("outputs") or []
-            for (path, *_), output in zip(series, outputs, strict=False):
+            outputs = (answer.answer or {}).get("outputs") or []
+            forecast = kserve.read_answer(answer.answer) if outputs else None
+            for i, ((path, *_), output) in enumerate(zip(series, outputs, strict=False)):
                 result = Result(path, status=answer.status, attempts=answer.attempts)
                 if output["status"] == "completed":
                     content = output["content"][0]
-                    result.forecast = {
+                    result.forecast = forecast.series(i)
+                    result.answer = {
                         "predicted_prices": content["mean_forecast"],
                         "model": self.model,
                         "quantiles": content.get("quantiles"),
@@ -215,9 +220,12 @@ class Client:
             result.status = response.status_code
             if response.status_code == 200:
                 try:
-                    result.forecast = response.json()
-                except ValueError:
-                    result.error = f"the server answered 200 without JSON: {response.text[:200]!r}"
+                    result.answer = response.json()
+                    if "outputs" not in result.answer:  # a KServe answer is decoded per series by the caller
+                        result.forecast = csv_protocol.read_answer(result.answer)
+                except (ValueError, KeyError, TypeError) as exc:
+                    result.answer = None
+                    result.error = f"the server answered 200 without a forecast ({exc}): {response.text[:200]!r}"
                 return result
             if (response.status_code in RETRY_STATUSES or worker_died(response)) and attempt < self.retries:
                 self.sleep(backoff_delay(attempt, self.backoff, response.headers.get("Retry-After")))
@@ -233,20 +241,21 @@ class Client:
 
 
 def csv_rows(results: list[Result]) -> list[list]:
-    horizon = max((len(r.forecast.get("predicted_prices", [])) for r in results if r.ok), default=0)
+    horizon = max((r.forecast.steps for r in results if r.ok), default=0)
     header = ["file", "status", "model", "model_version", "current_price"]
     header += [f"price_{k}" for k in range(1, horizon + 1)] + ["error"]
     rows = [header]
     for r in results:
-        f = r.forecast or {}
-        prices = list(f.get("predicted_prices", []))
+        f = r.forecast
+        prices = [float(v) for v in f.point[0]] if f else []
+        current = float(f.anchors[0]) if f and np.isfinite(f.anchors[0]) else ""
         rows.append(
             [
                 r.file,
                 "" if r.status is None else r.status,
-                f.get("model", ""),
-                f.get("model_version", ""),
-                f.get("current_price", ""),
+                f.model if f else "",
+                f.version if f else "",
+                current,
                 *prices,
                 *[""] * (horizon - len(prices)),
                 r.error or "",
@@ -298,8 +307,9 @@ def plot(result: Result, out: Path) -> Path:
 
     history = price_history(result.payload or b"")
     column, prices = history if history else ("price", [])
-    forecast = result.forecast["predicted_prices"]
-    current = result.forecast.get("current_price", prices[-1] if prices else None)
+    forecast = [float(v) for v in result.forecast.point[0]]
+    anchor = float(result.forecast.anchors[0])
+    current = anchor if np.isfinite(anchor) else (prices[-1] if prices else None)
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     if prices:
         ax.plot(range(len(prices)), prices, color="tab:blue", label=f"history ({column})")
@@ -308,7 +318,7 @@ def plot(result: Result, out: Path) -> Path:
     ys = [current, *forecast] if current is not None else [forecast[0], *forecast]
     ax.plot(xs, ys, color="tab:orange", marker="o", linestyle="--", label="forecast")
     ax.axvline(start, color="grey", linewidth=0.8, linestyle=":")
-    model = f"{result.forecast.get('model', '')} {result.forecast.get('model_version', '')}".strip()
+    model = f"{result.forecast.model} {result.forecast.version}".strip()
     ax.set_title(f"{Path(result.file).name}: {model}")
     ax.set_xlabel("row (days)")
     ax.set_ylabel("price")

@@ -65,6 +65,8 @@ import numpy as np
 import psutil
 import requests
 
+from alm_forecaster import csv_protocol
+from alm_forecaster.forecast import Forecast
 from alm_forecaster.forecaster import Forecaster, Request, configure_threads
 from alm_ops import archive, lifecycle, serve_config
 from alm_ops.api import TorchServeApi, server_message
@@ -268,10 +270,14 @@ class Load:
             return failure_kind(exc), 1
         if response.status_code != 200:
             return error_kind(response.status_code, response), 1
-        return self._judge(path, response.json()), 1
+        try:
+            forecast = csv_protocol.read_answer(response.json())
+        except (ValueError, KeyError, TypeError):
+            return "wrong forecast", 1
+        return self._judge(path, forecast), 1
 
-    def _judge(self, path: str, forecast: dict) -> str:
-        same = np.allclose(forecast.get("predicted_prices", []), self.expected[path], rtol=1e-5, atol=0)
+    def _judge(self, path: str, forecast: Forecast) -> str:
+        same = np.allclose(forecast.point[0], self.expected[path], rtol=1e-5, atol=0)
         return "200" if same else "wrong forecast"
 
 

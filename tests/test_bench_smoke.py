@@ -67,9 +67,9 @@ def test_summarise_profile_splits_the_wall_time_by_stage():
         [
             "<module> (ts/model_service_worker.py:1);XLSTMHandler.handle (xlstm_handler.py:228);"
             "Forecaster.predict (alm_forecaster/forecaster.py:107);"
-            "Forecaster.forward (alm_forecaster/forecaster.py:91) 60",
+            "Pipeline.run (alm_forecaster/pipeline.py:80);Pipeline.forward (alm_forecaster/pipeline.py:91) 60",
             "<module> (ts/model_service_worker.py:1);XLSTMHandler.handle (xlstm_handler.py:228);"
-            "Forecaster.parse (alm_forecaster/forecaster.py:77) 10",
+            "Forecaster.decode (alm_forecaster/forecaster.py:77);decode (alm_forecaster/csv_protocol.py:20) 10",
             "<module> (x.py:1);retrieve_msg (ts/protocol/otf_message_handler.py:33);"
             "_retrieve_buffer (ts/protocol/otf_message_handler.py:181) 20",
             "<module> (x.py:1);TorchModelServiceWorker.handle_connection (ts/model_service_worker.py:187) 10",

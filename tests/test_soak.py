@@ -14,11 +14,11 @@ import psutil
 import pytest
 
 from alm_forecaster.forecaster import Forecaster
-from alm_ops import soak
+from alm_ops import soak_payloads
 from tests.helpers import ROOT
 
 
-def assert_statuses(forecaster: Forecaster, payloads: list[soak.Payload]) -> None:
+def assert_statuses(forecaster: Forecaster, payloads: list[soak_payloads.Payload]) -> None:
     answers = forecaster.predict([p.body for p in payloads])
     wrong = [(p.name, a.status, p.status) for p, a in zip(payloads, answers, strict=True) if a.status != p.status]
     assert not wrong, wrong
@@ -26,16 +26,16 @@ def assert_statuses(forecaster: Forecaster, payloads: list[soak.Payload]) -> Non
 
 def test_price_model_payloads():
     forecaster = Forecaster.from_checkpoint(ROOT / "models" / "alm_quantiles.pt", device="cpu")
-    good = soak.price_payloads(forecaster.rows_needed, np.random.default_rng(0))
-    bad = soak.bad_price_payloads(good[0].body, forecaster.rows_needed)
+    good = soak_payloads.price_payloads(forecaster.rows_needed, np.random.default_rng(0))
+    bad = soak_payloads.bad_price_payloads(good[0].body, forecaster.rows_needed)
     assert len(good) >= 20 and len({p.body for p in good}) == len(good)
     assert_statuses(forecaster, good + bad)
 
 
 def test_embeddings_model_payloads():
     forecaster = Forecaster.from_checkpoint(ROOT / "models" / "sp500_xlstm.pt", device="cpu")
-    good = soak.good_payloads(32, 20, ["embeddings", "ohlcv"], np.random.default_rng(0))
-    bad = soak.bad_payloads(next(p.body for p in good if p.name.startswith("emb-")), 20)
+    good = soak_payloads.good_payloads(32, 20, ["embeddings", "ohlcv"], np.random.default_rng(0))
+    bad = soak_payloads.bad_payloads(next(p.body for p in good if p.name.startswith("emb-")), 20)
     assert_statuses(forecaster, good + bad)
 
 

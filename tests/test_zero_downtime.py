@@ -101,8 +101,8 @@ def test_a_bulk_client_loses_nothing_while_scaling_down_and_rolling_out(torchser
     assert not failed, failed
     assert len(results) > 100
     for path, result in results:
-        assert result.forecast["predicted_prices"] == pytest.approx(expected[str(path)], rel=1e-5), path.name
-    versions = Counter(r.forecast["model_version"] for _, r in results)
+        assert list(result.forecast.point[0]) == pytest.approx(expected[str(path)], rel=1e-5), path.name
+    versions = Counter(r.forecast.version for _, r in results)
     assert set(versions) == {"1.0", "2.0"}, versions
     print(f"{len(results)} forecasts, {sum(r.attempts > 1 for _, r in results)} after a retry, versions {versions}")
 
