@@ -13,6 +13,14 @@ reaches. This sidecar, in the same pod as TorchServe, is what the Service points
 * it forwards only the inference API (``/ping``, ``/predictions/...``) to TorchServe on
   loopback with the pod's own inference key from key_file.json; the management API is never
   reachable through it;
+* when TorchServe refuses that key (expired), it re-reads the key file and, if nobody renewed
+  it yet, asks TorchServe for a new one with the API key (``/token?type=inference`` on the
+  loopback management port), then retries once (the management key of the KServe model list,
+  below, the same way);
+* when TorchServe answers its own ``Worker died.`` (500/507 with TorchServe's body: the worker
+  holding the request stopped under it, as in a scale-down or a crash), it sends the request
+  again, up to 3 more times with a growing delay: a forecast is a pure function of its input.
+  The handler's own errors (``{"error": ...}``) are passed on as they are;
 * it serves KServe's time-series routes (KServe 0.21.0: ``kserve/protocol/rest/timeseries/``):
   ``POST /v1/timeseries/forecast`` is sent to ``/predictions/<the body's "model">`` with the
   body unchanged, and TorchServe's answer is passed on as it is, except TorchServe's own 404
@@ -23,13 +31,6 @@ reaches. This sidecar, in the same pod as TorchServe, is what the Service points
   made, and only this list comes back). A body that is not a JSON object with a string
   ``"model"`` is a 400 ErrorResponse; every error of this gateway on these two routes has that
   shape;
-* when TorchServe refuses that key (expired), it re-reads the key file and, if nobody renewed
-  it yet, asks TorchServe for a new one with the API key (``/token?type=inference`` on the
-  loopback management port), then retries once;
-* when TorchServe answers its own ``Worker died.`` (500/507 with TorchServe's body: the worker
-  holding the request stopped under it, as in a scale-down or a crash), it sends the request
-  again, up to 3 more times with a growing delay: a forecast is a pure function of its input.
-  The handler's own errors (``{"error": ...}``) are passed on as they are;
 * on SIGTERM (pod shutdown) it drains: it stops accepting connections, finishes every request
   it holds (each answer then closes its connection) and exits when none is left, or after
   ``--drain-timeout`` seconds. TorchServe 0.12 does not drain itself (a SIGTERM drops what it is
