@@ -86,6 +86,8 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]*")
 MODEL_LIST_PAGES, MODEL_LIST_LIMIT = 100, 1000
 #: Same ceiling as config.properties' max_request_size.
 MAX_BODY = 10 * 1024 * 1024
+#: Same ceiling as config.properties' max_response_size: a longer answer is not read (502).
+MAX_ANSWER = 10 * 1024 * 1024
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -250,7 +252,10 @@ class Gateway:
         try:
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
-            return response.status, response.getheaders(), response.read()
+            payload = response.read(MAX_ANSWER + 1)
+            if len(payload) > MAX_ANSWER:
+                raise http.client.HTTPException(f"{method} {path}: an answer over {MAX_ANSWER} bytes")
+            return response.status, response.getheaders(), payload
         finally:
             connection.close()
 
@@ -436,7 +441,7 @@ class Handler(BaseHTTPRequestHandler):
             AttributeError,
         ) as exc:
             log.error("upstream failure: %s", exc)
-            self.fail(kserve, 502, "BadGateway", "TorchServe is not answering")
+            self.fail(kserve, 502, "BadGateway", "no usable answer from TorchServe (see the gateway log)")
             return
         if isinstance(answer, dict):  # the KServe routes' own ErrorResponse
             self.reply(int(answer["error"]["code"]), answer)

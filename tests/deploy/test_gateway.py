@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from tests.deploy.conftest import INVALID_KEY, ROOT, load_module
+from tests.deploy.conftest import INVALID_KEY, ROOT, load_module, read_properties
 from tests.helpers import kserve_timeseries
 
 token_gateway = load_module(ROOT / "docker" / "token_gateway.py")
@@ -100,6 +100,20 @@ def test_gateway_limits_bodies(gateway, monkeypatch):
     monkeypatch.setattr(token_gateway, "MAX_BODY", 16)
     response = requests.post(f"{url}/predictions/m", data=b"x" * 17, timeout=10, headers=CLIENT_AUTH)
     assert response.status_code == 413
+
+
+def test_gateway_limits_answers(gateway, fake_ts, monkeypatch):
+    """TorchServe's answer is read whole (to resend "Worker died."), so never beyond
+    config.properties' max_response_size: a longer one is a 502, not a growing buffer."""
+    url, _ = gateway
+    properties = read_properties(ROOT / "config.properties")
+    assert token_gateway.MAX_ANSWER == int(properties["max_response_size"])
+    assert token_gateway.MAX_BODY == int(properties["max_request_size"])
+    monkeypatch.setattr(token_gateway, "MAX_ANSWER", 64)
+    fake_ts.answers = [(200, {"model": "m", "padding": "x" * 64})]
+    response = requests.post(f"{url}/predictions/m", data=b"x", timeout=10, headers=CLIENT_AUTH)
+    assert response.status_code == 502
+    assert requests.post(f"{url}/predictions/m", data=b"x", timeout=10, headers=CLIENT_AUTH).status_code == 200
 
 
 # -- zero-downtime: resending "Worker died.", draining on SIGTERM -------------------------------
