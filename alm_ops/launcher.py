@@ -9,12 +9,22 @@ every worker of the models loaded at start is READY (management API, not /ping) 
 JVM, workers) must be gone (a leftover is killed and reported). `start_gateway` puts the
 pod's token gateway (docker/token_gateway.py, as a process) in front of such a server.
 
-    python -m alm_ops.launcher wait-ready RUN_DIR MODEL ... [--timeout S] [--started EPOCH]
+    python -m alm_ops.launcher wait-ready RUN_DIR MODEL ... [--timeout S] [--started EPOCH] [--front URL]
 
 waits for the server that scripts/serve.sh started in RUN_DIR (its config.properties,
 key_file.json and tmp/.model_server.pid are there) until every worker of the models is READY,
 writes an example window for the first model and prints how to use the server; exit status 1
-with the server's own output when it exited or is not ready in time.
+with the server's own output when it exited or is not ready in time. With ``--front``, the
+front's model list must answer too.
+
+    python -m alm_ops.launcher start-front RUN_DIR [--listen 127.0.0.1:8090]
+    python -m alm_ops.launcher stop-front RUN_DIR
+
+start (in the background, its own session) and stop the front of scripts/serve.sh:
+docker/token_gateway.py in pass-through mode in front of the TorchServe of RUN_DIR (addresses
+from its config.properties, the management key from its key_file.json), KServe's time-series
+routes on loopback; its process id in RUN_DIR/gateway.pid, its log in RUN_DIR/logs/gateway.log.
+``stop-front`` sends SIGTERM (the front drains) and returns once the process is gone.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -261,39 +272,46 @@ class Gateway:
         self.url, self.token, self.process, self.log = url, token, process, log
 
 
+GATEWAY = ROOT / "docker" / "token_gateway.py"
+#: Seconds a gateway has to start listening, and to drain and exit after SIGTERM (its drain: 30 s).
+GATEWAY_START_TIMEOUT, GATEWAY_STOP_TIMEOUT = 30, 45
+
+
+def gateway_command(listen: str, run_dir: Path, inference: str, management: str, token_file: Path | None) -> list[str]:
+    """docker/token_gateway.py's command line: client tokens from ``token_file``, or pass-through."""
+    mode = ["--pass-through"] if token_file is None else ["--token-file", str(token_file)]
+    urls = ["--inference", inference, "--management", management]
+    return [sys.executable, str(GATEWAY), "--listen", listen, *mode, "--run-dir", str(run_dir), *urls]
+
+
+def wait_listening(host: str, port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Until ``host:port`` accepts connections; RuntimeError (with the log) when the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def start_gateway(server: TorchServe, workdir: Path, token: str = "gateway-client-token") -> Iterator[Gateway]:
     """The pod's token gateway on a free loopback port, forwarding to ``server`` with its key
     file, clients showing ``token``; stopped (SIGTERM: it drains) at the end of the block if it
     is still running."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "token").write_text(token + "\n")
+    token_file = workdir / "token"
+    token_file.write_text(token + "\n")
     port = free_ports(1)[0]
-    command = [
-        sys.executable,
-        str(ROOT / "docker" / "token_gateway.py"),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--token-file",
-        str(workdir / "token"),
-        "--run-dir",
-        str(server.workdir),
-        "--inference",
-        server.inference_url,
-        "--management",
-        server.management_url,
-    ]
+    command = gateway_command(
+        f"127.0.0.1:{port}", server.workdir, server.inference_url, server.management_url, token_file
+    )
     log = workdir / "gateway.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
+        wait_listening("127.0.0.1", port, process, log, GATEWAY_START_TIMEOUT)
         yield Gateway(f"http://127.0.0.1:{port}", token, process, log)
     finally:
         if process.poll() is None:
@@ -303,6 +321,67 @@ def start_gateway(server: TorchServe, workdir: Path, token: str = "gateway-clien
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+# -- the front of scripts/serve.sh ----------------------------------------------------------------
+
+FRONT_LISTEN = "127.0.0.1:8090"
+
+
+def front_pid(run_dir: Path) -> int | None:
+    """The process id of the front started in ``run_dir`` while it runs (checked to be
+    docker/token_gateway.py: a pid file outliving its process may name another one), else None."""
+    try:
+        pid = int((run_dir / "gateway.pid").read_text())
+        process = psutil.Process(pid)
+        running = process.status() != psutil.STATUS_ZOMBIE and str(GATEWAY) in process.cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return pid if running else None
+
+
+def start_front(run_dir: Path, listen: str = FRONT_LISTEN) -> int:
+    """Start the pass-through front in front of the TorchServe of ``run_dir`` (see the module's
+    docstring); returns its process id once it listens."""
+    if front_pid(run_dir) is not None:
+        raise RuntimeError(f"a front is already running (pid {front_pid(run_dir)}): stop it first")
+    props = serve_config.read_properties(run_dir / "config.properties")
+    command = gateway_command(listen, run_dir, props["inference_address"], props["management_address"], None)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    log = run_dir / "logs" / "gateway.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    (run_dir / "gateway.pid").write_text(f"{process.pid}\n")
+    host, _, port = listen.rpartition(":")
+    try:
+        wait_listening("127.0.0.1" if host in ("", "0.0.0.0") else host, int(port), process, log, GATEWAY_START_TIMEOUT)
+    except RuntimeError:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        (run_dir / "gateway.pid").unlink(missing_ok=True)
+        raise
+    return process.pid
+
+
+def stop_front(run_dir: Path, timeout: float = GATEWAY_STOP_TIMEOUT) -> int | None:
+    """SIGTERM to the front of ``run_dir`` (it drains), wait until it is gone (killed after
+    ``timeout`` seconds); returns its process id, None when none was running."""
+    pid = front_pid(run_dir)
+    if pid is not None:
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
+    (run_dir / "gateway.pid").unlink(missing_ok=True)
+    return pid
 
 
 # -- the server of scripts/serve.sh ----------------------------------------------------------------
@@ -376,7 +455,25 @@ def _example_prices(rows: int) -> str:
     return "Date,Close\n" + "".join(f"{d},{c:.4f}\n" for d, c in zip(days, closes, strict=True))
 
 
-def usage(api: TorchServeApi, run_dir: Path, models: list[str], elapsed: float, example: Path, meta: dict) -> str:
+def check_front(api: TorchServeApi, front: str) -> list[str]:
+    """The front's KServe model list, asked with the inference key: the names (as TorchServe's
+    own list) or ApiError."""
+    response = requests.get(f"{front}/v1/timeseries/models", headers=api.auth(), timeout=api.timeout)
+    names = response.json() if response.status_code == 200 else None
+    if names != api.model_names():
+        raise ApiError(f"the front {front} answered HTTP {response.status_code} {response.text[:200]}")
+    return names
+
+
+def usage(
+    api: TorchServeApi,
+    run_dir: Path,
+    models: list[str],
+    elapsed: float,
+    example: Path,
+    meta: dict,
+    front: str | None = None,
+) -> str:
     """What scripts/serve.sh prints once the server is ready: addresses, tokens, curl commands."""
     keys, logs, model, names = run_dir / "key_file.json", run_dir / "logs", models[0], ", ".join(models)
     inference, management, metrics = api.inference_url, api.management_url, api.metrics_url
@@ -385,15 +482,30 @@ def usage(api: TorchServeApi, run_dir: Path, models: list[str], elapsed: float, 
 TorchServe is up: {names} READY in {elapsed:.1f} s.
   inference   {inference}/predictions/<model>      (models: {names})
   management  {management}/models
-  metrics     {metrics}/metrics                     (Prometheus, no token)
+  metrics     {metrics}/metrics                     (Prometheus, no token){kserve_line(front)}
 Tokens (Authorization: Bearer <key>) are in {keys}:
   INF=$(python3 -c "import json;print(json.load(open('{keys}'))['inference']['key'])")
   MGT=$(python3 -c "import json;print(json.load(open('{keys}'))['management']['key'])")
 Forecast ({model} takes CSVs of {accepts}; an example window for it: {example}):
   curl -H "Authorization: Bearer $INF" -F data=@{example} {inference}/predictions/{model}
   curl -H "Authorization: Bearer $INF" -H 'Content-Type: text/csv' --data-binary @{example} \\
-       {inference}/predictions/{model}
+       {inference}/predictions/{model}{kserve_example(front)}
 Logs: {logs}    Stop: scripts/stop.sh"""
+
+
+def kserve_line(front: str | None) -> str:
+    if not front:
+        return ""
+    return f"""
+  KServe      {front}/v1/timeseries/forecast, {front}/v1/timeseries/models   (the inference key)"""
+
+
+def kserve_example(front: str | None) -> str:
+    if not front:
+        return ""
+    return f"""
+KServe's time-series protocol (a JSON ForecastRequest; its "model" picks the model):
+  curl -H "Authorization: Bearer $INF" {front}/v1/timeseries/models"""
 
 
 def start_failure(run_dir: Path, why: str) -> str:
@@ -421,17 +533,37 @@ def main(argv: list[str] | None = None) -> int:
     wait.add_argument("models", nargs="+", help="models whose workers must all be READY")
     wait.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     wait.add_argument("--started", type=float, help="when it was launched (epoch seconds), for the time to READY")
+    wait.add_argument("--front", help="the URL of the front (start-front): its model list must answer too")
+    start = sub.add_parser("start-front", help="start the KServe front of scripts/serve.sh (pass-through gateway)")
+    start.add_argument("run_dir", type=Path, help="the server's working directory (.serve/)")
+    start.add_argument("--listen", default=FRONT_LISTEN, help=f"HOST:PORT (default {FRONT_LISTEN})")
+    stop = sub.add_parser("stop-front", help="stop the front of scripts/serve.sh (it drains first)")
+    stop.add_argument("run_dir", type=Path, help="the server's working directory (.serve/)")
     args = parser.parse_args(argv)
+    if args.command == "start-front":
+        try:
+            pid = start_front(args.run_dir, args.listen)
+        except (RuntimeError, OSError, KeyError) as exc:
+            print(f"error: the front did not start: {exc}\nStop what started with scripts/stop.sh.", file=sys.stderr)
+            return 1
+        print(f"KServe front (docker/token_gateway.py --pass-through, pid {pid}) on {args.listen}")
+        return 0
+    if args.command == "stop-front":
+        pid = stop_front(args.run_dir)
+        print("KServe front: not running." if pid is None else f"KServe front stopped (pid {pid} gone).")
+        return 0
     started = args.started if args.started is not None else time.time()
     try:
         api = wait_until_ready(args.run_dir, args.models, args.timeout)
         example = args.run_dir / f"example_{args.models[0]}.csv"
         api.timeout = 30  # the handler describes itself: slower than the readiness polls
         meta = write_example(api, args.models[0], example)
-    except (StartFailed, ApiError, requests.RequestException) as exc:
+        if args.front:
+            check_front(api, args.front)
+    except (StartFailed, ApiError, requests.RequestException, ValueError) as exc:
         print(start_failure(args.run_dir, str(exc)), file=sys.stderr)
         return 1
-    print(usage(api, args.run_dir, args.models, time.time() - started, example, meta))
+    print(usage(api, args.run_dir, args.models, time.time() - started, example, meta, args.front))
     return 0
 
 

@@ -6,19 +6,25 @@
 #      the models that load_models starts must build);
 #   4. TorchServe started in the background from .serve/ (its config, logs, temp files and
 #      key_file.json live there, never in the repository root);
-#   5. waits until every worker of the models in config.properties' load_models is READY
-#      (management API, not /ping; alm_ops.launcher wait-ready), then prints where to send
-#      requests and how to get a token.
+#   5. the KServe front on 127.0.0.1:8090: docker/token_gateway.py --pass-through serves KServe's
+#      time-series routes (/v1/timeseries/forecast, /v1/timeseries/models) in front of
+#      TorchServe's /predictions/<model>, the client's inference key passed on unchanged
+#      (alm_ops.launcher start-front; pid in .serve/gateway.pid, log in .serve/logs/gateway.log);
+#   6. waits until every worker of the models in config.properties' load_models is READY
+#      (management API, not /ping; alm_ops.launcher wait-ready) and the front answers, then
+#      prints where to send requests and how to get a token.
 # Stop it with scripts/stop.sh.
 #   scripts/serve.sh [--no-setup]     (--no-setup: skip step 1 when the venv is known good)
 # SERVE_OVERRIDES="key=value ..." changes config.properties settings for this run only, e.g.
 #   SERVE_OVERRIDES="grpc_inference_port=17070 grpc_management_port=17071" scripts/serve.sh
+# ALM_GATEWAY_LISTEN=HOST:PORT moves the front (default 127.0.0.1:8090: loopback only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUN="$ROOT/.serve"
 PY="$ROOT/.venv/bin/python"
 READY_TIMEOUT=${READY_TIMEOUT:-300}
+FRONT=${ALM_GATEWAY_LISTEN:-127.0.0.1:8090}
 
 if [ "${1:-}" != "--no-setup" ]; then
   scripts/setup_env.sh
@@ -55,4 +61,6 @@ SETSID=$(command -v setsid || true)
 (cd "$RUN" && $SETSID "$ROOT/.venv/bin/torchserve" --start --ncs --ts-config config.properties \
   >"$RUN/torchserve.out" 2>&1 </dev/null)
 
-"$PY" -m alm_ops.launcher wait-ready "$RUN" $MODELS --timeout "$READY_TIMEOUT" --started "$START"
+"$PY" -m alm_ops.launcher start-front "$RUN" --listen "$FRONT"
+"$PY" -m alm_ops.launcher wait-ready "$RUN" $MODELS --timeout "$READY_TIMEOUT" --started "$START" \
+  --front "http://$FRONT"

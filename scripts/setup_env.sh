@@ -72,6 +72,8 @@ REQUIREMENTS=requirements.txt
 
 if [ "$MODE" = "--dev" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
+  # Packages whose declared dependencies would move the pins above (see the file).
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r requirements-dev-nodeps.txt
   # Prometheus (server and promtool) for the scrape test and the config checks; podman, runc and
   # mmdebstrap to build and run the image here without a registry (tests/deploy/test_image.py).
   missing=()

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Stops the TorchServe started by scripts/serve.sh and waits until none of its processes (the
-# JVM and its Python workers) is left. Its logs stay in .serve/logs; its unpacked archives and
-# key_file.json are removed.
+# Stops the KServe front and the TorchServe started by scripts/serve.sh, in that order (the
+# front drains: what it holds is answered first), and waits until none of their processes (the
+# front, the JVM and its Python workers) is left. Their logs stay in .serve/logs; the unpacked
+# archives and key_file.json are removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUN="$ROOT/.serve"
 export TMPDIR="$RUN/tmp" TEMP="$RUN/tmp"
 PID_FILE="$TMPDIR/.model_server.pid"
+
+# The front (docker/token_gateway.py --pass-through): SIGTERM, then wait until it is gone.
+if [ -x "$ROOT/.venv/bin/python" ]; then
+  "$ROOT/.venv/bin/python" -m alm_ops.launcher stop-front "$RUN"
+fi
 
 if [ ! -f "$PID_FILE" ] || ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
   echo "TorchServe (scripts/serve.sh) is not running."

@@ -206,3 +206,35 @@ def make_context(
     )
     context.request_processor = [RequestProcessor((headers or [{}] * batch)[i]) for i in range(batch)]
     return context
+
+
+@functools.cache
+def kserve_timeseries():
+    """KServe 0.21.0's time-series protocol: its modules ``(types, error)``
+    (``kserve/protocol/rest/timeseries/types.py``: the pydantic models, ``ErrorResponse`` among
+    them; ``error.py``: ``create_error_response``), as requirements-dev-nodeps.txt installs them.
+
+    ``import kserve`` would run ``kserve/__init__.py``, which imports KServe's whole model server
+    (uvicorn, grpcio, kubernetes, ...; not installed: their pins clash with this project's). So
+    the four packages above the two modules are registered with their real specs but without
+    running their ``__init__.py``; the two files are then imported by their real names, with
+    what they import themselves (pydantic, python-dateutil, fastapi, ``kserve.logging``).
+    """
+    import importlib
+
+    spec = importlib.util.find_spec("kserve")  # finds the package without importing it
+    assert spec is not None, "kserve is missing: run scripts/setup_env.sh --dev (requirements-dev-nodeps.txt)"
+    directory = Path(spec.submodule_search_locations[0])
+    name = "kserve"
+    for part in (None, "protocol", "rest", "timeseries"):
+        if part:
+            name, directory = f"{name}.{part}", directory / part
+        if name not in sys.modules:
+            package = importlib.util.spec_from_file_location(
+                name, directory / "__init__.py", submodule_search_locations=[str(directory)]
+            )
+            sys.modules[name] = importlib.util.module_from_spec(package)
+    return (
+        importlib.import_module("kserve.protocol.rest.timeseries.types"),
+        importlib.import_module("kserve.protocol.rest.timeseries.error"),
+    )

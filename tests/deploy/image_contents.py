@@ -1,13 +1,14 @@
 """Run INSIDE the serving image by tests/deploy/test_image.py (its Python reads this file on stdin).
 
-Prints two lists: the training/test packages importable in the image and the compilers on its
-PATH. A serving image holds neither, so the test expects ``[] []``.
+Prints two lists: the training/test packages importable in the image (kserve and fastapi: only
+the tests read KServe's protocol models) and the compilers on its PATH. A serving image holds
+neither, so the test expects ``[] []``.
 """
 
 import importlib.util
 import shutil
 
-TRAINING_PACKAGES = ("pandas", "matplotlib", "arch", "pytest")
+TRAINING_PACKAGES = ("pandas", "matplotlib", "arch", "pytest", "kserve", "fastapi")
 COMPILERS = ("g++", "gcc", "c++")
 
 
