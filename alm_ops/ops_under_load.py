@@ -71,8 +71,9 @@ from alm_forecaster.forecaster import Forecaster, Request, configure_threads
 from alm_ops import archive, lifecycle, serve_config
 from alm_ops.api import TorchServeApi, server_message
 from alm_ops.bulk import Client
+from alm_ops.gateway import Gateway, start_gateway
 from alm_ops.keys import Token
-from alm_ops.launcher import Gateway, TorchServe, start_gateway, start_torchserve
+from alm_ops.launcher import TorchServe, start_torchserve
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "nasdaq_close.csv"

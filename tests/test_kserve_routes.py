@@ -5,7 +5,7 @@ model named in the body) and ``GET /v1/timeseries/models``; here docker/token_ga
 in front of TorchServe's ``/predictions/<model>``:
 
 * ``pod``: the Kubernetes gateway (client tokens from a file, the pod's own TorchServe keys),
-  started by alm_ops.launcher.start_gateway as the zero-downtime tests start it;
+  started by alm_ops.gateway.start_gateway as the zero-downtime tests start it;
 * ``host``: the pass-through front of scripts/serve.sh (the client's inference key passed to
   TorchServe unchanged), started and stopped by the very code scripts/serve.sh and
   scripts/stop.sh run (``alm_ops.launcher start-front`` / ``stop-front``).
@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 from alm_forecaster.testing.synthetic import price_series
 from alm_ops import launcher
+from alm_ops.gateway import front_pid, start_gateway
 from alm_ops.launcher import TorchServe, free_ports
 from tests.deploy.conftest import load_module
 from tests.helpers import ROOT, kserve_timeseries, max_request_size, openapi_schema
@@ -69,7 +70,7 @@ def served(torchserve: TorchServe) -> TorchServe:
 
 @pytest.fixture(scope="module")
 def pod_front(served: TorchServe, tmp_path_factory) -> Front:
-    with launcher.start_gateway(served, tmp_path_factory.mktemp("pod-gateway")) as gateway:
+    with start_gateway(served, tmp_path_factory.mktemp("pod-gateway")) as gateway:
         yield Front("pod", gateway.url, {"Authorization": f"Bearer {gateway.token}"}, 401)
     assert gateway.process.poll() is not None, "the pod's gateway is still running"
 
@@ -79,13 +80,13 @@ def host_front(served: TorchServe) -> Front:
     """scripts/serve.sh's front (start-front), stopped as scripts/stop.sh stops it (stop-front)."""
     port = free_ports(1)[0]
     assert launcher.main(["start-front", str(served.workdir), "--listen", f"127.0.0.1:{port}"]) == 0
-    pid = launcher.front_pid(served.workdir)
+    pid = front_pid(served.workdir)
     assert pid is not None
     try:
         yield Front("host", f"http://127.0.0.1:{port}", served.auth(), 400)
     finally:
         assert launcher.main(["stop-front", str(served.workdir)]) == 0
-    assert launcher.front_pid(served.workdir) is None and not (served.workdir / "gateway.pid").exists()
+    assert front_pid(served.workdir) is None and not (served.workdir / "gateway.pid").exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}{MODELS}", timeout=5)
 
@@ -243,7 +244,7 @@ def test_the_inference_api_stays_reachable_as_before(served, front):
 def test_a_second_front_refuses_to_start_and_stop_front_is_idempotent(host_front, served):
     port = free_ports(1)[0]
     assert launcher.main(["start-front", str(served.workdir), "--listen", f"127.0.0.1:{port}"]) == 1
-    assert launcher.front_pid(served.workdir) is not None  # the running one is untouched
+    assert front_pid(served.workdir) is not None  # the running one is untouched
     assert host_front.models().status_code == 200
 
 
