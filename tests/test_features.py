@@ -326,8 +326,6 @@ def test_committed_examples_give_the_same_forecast_with_the_default_model():
         root / "examples/sp500_tail.csv",
         root / "examples/sp500_tail_embeddings.csv",
     )
-    if not (model.exists() and prices.exists() and embeddings.exists()):
-        pytest.skip("default model or examples not present")
     forecaster = Forecaster.from_checkpoint(model, device="cpu")
     raw, embedded = forecaster.predict([prices.read_bytes(), embeddings.read_bytes()])
     assert raw.ok, raw

@@ -77,8 +77,6 @@ def test_every_transport_gives_the_offline_forecast(torchserve, offline):
 
 def test_server_matches_the_offline_cli(torchserve, tmp_path):
     cli = ROOT / "scripts" / "forecast.py"
-    if not cli.exists():
-        pytest.skip("scripts/forecast.py (offline CLI) not present")
     path = tmp_path / "window.csv"
     path.write_bytes(embeddings_csv(rows=25, input_size=TINY.input_size, seed=11))
     done = subprocess.run(
