@@ -25,6 +25,7 @@ import pytest
 import requests
 from ts.context import Context, RequestProcessor
 
+from alm_forecaster import native
 from alm_forecaster.config import ModelConfig
 from alm_ops import archive, serve_config
 from alm_ops.api import ApiError
@@ -164,6 +165,24 @@ def unavailable(why: str) -> NoReturn:
     if tools_required():
         pytest.fail(f"{why} [{REQUIRE_TOOLS}=1: CI requires it]", pytrace=False)
     pytest.skip(why)
+
+
+def kernel_expected() -> bool:
+    """Whether the compiled kernel must be there: the set-up built it (it made
+    alm_forecaster/native/_build/, scripts/build_native.py) or CI requires every tool."""
+    return native.BUILD_DIR.is_dir() or tools_required()
+
+
+def built_kernels() -> list[Path]:
+    """The compiled kernel's libraries (native and portable builds). When `kernel_expected`,
+    every one must exist: a build that failed (the set-up goes on with one warning line and the
+    PyTorch fall-back) fails the caller instead of letting a check on "the kernels there are"
+    pass on none."""
+    libraries = [native.library_path(variant.name) for variant in native.VARIANTS]
+    if kernel_expected():
+        missing = [str(path) for path in libraries if not path.is_file()]
+        assert not missing, f"the compiled kernel was not built: {missing} (python -m alm_forecaster.native --verbose)"
+    return [path for path in libraries if path.is_file()]
 
 
 def pypi_tool(name: str) -> str:

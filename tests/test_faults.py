@@ -245,11 +245,12 @@ def test_a_worker_refuses_a_bad_checkpoint_and_the_server_keeps_serving(
         response = torchserve.manage(
             "POST", "/models", params={"url": f"{name}.mar", "synchronous": "false", "initial_workers": 1}
         )
-        refused_at_registration = response.status_code != 202
+        # TorchServe takes the archive (a valid .mar): the refusal must come from the worker.
+        assert response.status_code == 202, response.text
         line = f"Model {name} 1.0 cannot be served: checkpoint refused: "
         deadline = time.monotonic() + 90
         logged = ""
-        while not refused_at_registration and line not in logged:
+        while line not in logged:
             assert time.monotonic() < deadline, f"no refusal logged for {name}\n{torchserve.log_tail()}"
             time.sleep(0.2)
             with open(model_log, "rb") as handle:
@@ -261,15 +262,19 @@ def test_a_worker_refuses_a_bad_checkpoint_and_the_server_keeps_serving(
                 expected,
                 "good model while the bad one fails",
             )
-        if not refused_at_registration:
-            refusal = next(text for text in logged.splitlines() if line in text)
-            assert fault in refusal, refusal
-            assert f"/{serialized}: " in refusal, refusal  # the file is named
-            described = torchserve.manage("GET", f"/models/{name}")
-            workers = described.json()[0]["workers"] if described.ok else []
-            assert not any(w["status"] == "READY" for w in workers), workers
-            unsafe_runs = [t for t in logged.splitlines() if name in t and "ready on" in t]
-            assert not unsafe_runs, unsafe_runs
+        refusal = next(text for text in logged.splitlines() if line in text)
+        assert fault in refusal, refusal
+        assert f"/{serialized}: " in refusal, refusal  # the file is named
+        described = torchserve.manage("GET", f"/models/{name}")
+        assert described.status_code == 200, described.text  # registered, never READY
+        workers = described.json()[0]["workers"]
+        assert not any(w["status"] == "READY" for w in workers), workers
+        # No worker of the bad model ever loaded: the handler's "ready on" line is absent, where
+        # the session's good model wrote its own (the positive control: such lines do land here).
+        ready_lines = [t for t in model_log.read_text(errors="replace").splitlines() if " ready on " in t]
+        assert any("Model tiny 1.0 ready on " in t for t in ready_lines), "the model log never gets a ready line"
+        unsafe_runs = [t for t in logged.splitlines() if f"Model {name} 1.0 ready on " in t]
+        assert not unsafe_runs, unsafe_runs
         assert not marker.exists(), "the pickled payload ran in the worker"
     finally:
         unregister_model(torchserve, name)
