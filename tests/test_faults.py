@@ -41,8 +41,12 @@ from tests.helpers import (
     validate,
 )
 
-#: A worker must be back within this (measured ~4-6 s on an idle 2-core machine).
+#: How long the test waits for each step of the recovery (a new READY worker, its first
+#: forecast, the requests after it) before failing: a bound on "never", not a speed target
+#: (measured ~4-6 s on an idle 2-core machine).
 RECOVERY_LIMIT_S = 60
+#: Requests sent after the new worker is READY, every one of which must succeed.
+AFTER_RECOVERY = 10
 
 
 # -- a worker killed under load -----------------------------------------------------------------
@@ -88,18 +92,20 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
             ready_at = time.monotonic()
             _wait_for(lambda: any(s > ready_at and _ok(a) for s, _, _, a in log), RECOVERY_LIMIT_S)
             recovered_at = min(d for s, d, _, a in log if s > ready_at and _ok(a))
-            time.sleep(2.0)  # keep the load on after the recovery
+            # Keep the load on after the recovery: AFTER_RECOVERY requests sent and answered since.
+            _wait_for(lambda: sum(s > ready_at for s, *_ in log) >= AFTER_RECOVERY, RECOVERY_LIMIT_S)
         finally:
             stop.set()
             for thread in threads:
                 thread.join(timeout=120)
 
+        # How long it took is reported, not asserted (the waits above bound it: a worker that never
+        # comes back fails them); the figure is docs' and BENCHMARKS.md's business.
         recovery = recovered_at - killed_at
         print(
             f"\nworker {old_pid} killed; worker {new_pid} READY after {ready_at - killed_at:.2f} s, first "
             f"forecast after recovery {recovery:.2f} s; {len(log)} requests"
         )
-        assert recovery < RECOVERY_LIMIT_S
         assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
         failed = []
         for sent, _done, i, answer in log:
@@ -114,7 +120,7 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
                 validate("/predictions/{model}", answer)  # a status and body docs/openapi.yaml lists
             failed.append(_show(answer))
         after = [a for s, _, _, a in log if s > ready_at]
-        assert len(after) >= 10 and all(_ok(a) for a in after)
+        assert len(after) >= AFTER_RECOVERY and all(_ok(a) for a in after)
         if count > 1:  # the surviving worker answered while the new one was starting
             assert any(killed_at < s and d < ready_at and _ok(a) for s, d, _, a in log)
         print(f"in flight at the kill and failed loudly: {len(failed)}: {sorted(set(failed))}")

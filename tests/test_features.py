@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -235,19 +234,6 @@ def test_looks_like_ohlcv():
     assert not looks_like_ohlcv(embedding_columns(4) + ["last_price"])
     assert not looks_like_ohlcv(["emb_0", "close", "date"])
     assert not looks_like_ohlcv(["price"])
-
-
-def test_window_is_fast(frame, pipeline):
-    table = read_table(csv_bytes(frame.iloc[-(LOOKBACK + SEQ_LEN) :]))
-    pipeline.window(table, SEQ_LEN)
-    best = min(_timed(lambda: pipeline.window(table, SEQ_LEN)) for _ in range(20))
-    assert best < 0.02  # ~2-4 ms here; generous for a loaded machine
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------- checkpoint state

@@ -340,4 +340,5 @@ def test_server_writes_nothing_into_the_repository(torchserve):
     assert not (ROOT / "key_file.json").exists() and not (ROOT / "logs").exists()
     java = [p for p in torchserve.processes() if "org.pytorch.serve.ModelServer" in " ".join(p.cmdline())]
     assert len(java) == 1 and Path(java[0].cwd()) == torchserve.workdir
-    assert torchserve.start_to_ready_s < 60
+    # (How fast it got READY is printed by conftest.py and timed in BENCHMARKS.md, not asserted:
+    # start_torchserve already fails a server that is not READY within its timeout.)
