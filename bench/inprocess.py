@@ -28,6 +28,8 @@ from alm_forecaster.testing.synthetic import embeddings_csv, seed_checkpoint
 
 from .machine import CpuMeter
 
+ROOT = Path(__file__).resolve().parent.parent
+
 #: The contract limit for one request's parse + validate.
 PARSE_LIMIT_MS = 1.0
 
@@ -61,6 +63,27 @@ def measure_parse(rows: int = 20, input_size: int = 128, runs: int = 2000) -> di
         "runs": runs,
         "paths": results,
         "limit_ms": PARSE_LIMIT_MS,
+    }
+
+
+#: The README's OHLCV example and the model that reads it (its feature pipeline in the checkpoint).
+OHLCV_EXAMPLE = ROOT / "examples" / "sp500_tail.csv"
+OHLCV_MODEL = ROOT / "models" / "sp500_xlstm.pt"
+
+
+def measure_ohlcv_parse(runs: int = 300) -> dict:
+    """p50 and p99 of ``Forecaster.parse`` on the README's raw OHLCV example for sp500_xlstm:
+    the CSV read, the 71 causal features over each window day's 60-day look-back, standardised
+    and reduced by PCA (alm_forecaster/features.py). Was asserted (< 20 ms) in tests/test_features.py."""
+    forecaster = Forecaster.from_checkpoint(OHLCV_MODEL, device="cpu")
+    payload = OHLCV_EXAMPLE.read_bytes()
+    window = forecaster.parse(payload)
+    return {
+        "file": str(OHLCV_EXAMPLE.relative_to(ROOT)),
+        "rows": payload.count(b"\n") - 1,
+        "window": list(window.embeddings.shape),
+        "runs": runs,
+        **time_ms(lambda: forecaster.parse(payload), runs),
     }
 
 

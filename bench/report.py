@@ -161,6 +161,13 @@ def _parse_section(parse: dict, add) -> None:
     for name, r in parse["paths"].items():
         add(f"| {name} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} |")
     add("")
+    ohlcv = parse.get("ohlcv")
+    if ohlcv:
+        add(
+            f"The README's raw OHLCV example (`{ohlcv['file']}`, {ohlcv['rows']} rows) for sp500_xlstm, "
+            f"`Forecaster.parse` (CSV, 71 features, standardised, PCA -> window {ohlcv['window']}): "
+            f"p50 {fmt(ohlcv['p50_ms'], 3)} ms, p99 {fmt(ohlcv['p99_ms'], 3)} ms ({ohlcv['runs']} runs).\n"
+        )
 
 
 def _model_section(model: dict, add) -> None:

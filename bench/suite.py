@@ -22,7 +22,7 @@ from alm_ops.launcher import start_torchserve
 from . import ROOT
 from .cells import CellConfig, request_bodies, serve_cell, tune
 from .findings import targets
-from .inprocess import BenchModel, Probe, in_process, measure_parse
+from .inprocess import BenchModel, Probe, in_process, measure_ohlcv_parse, measure_parse
 from .machine import CpuMeter, machine, wait_quiet
 from .plot import plot_results
 from .profile import profile_lone_requests, profile_worker_start
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         print("parse + validate", flush=True)
         results["parse"] = measure_parse(runs=300 if args.quick else 3000)
+        results["parse"]["ohlcv"] = measure_ohlcv_parse(runs=30 if args.quick else 300)
         models = bench_models(args.quick, workdir)
         results["models"] = [measure_in_process(model, args) for model in models]
         store = workdir / "model_store"

@@ -4,9 +4,10 @@
 # scripts/run_tests.sh and the Dockerfile.
 #   scripts/setup_env.sh           serving, training, evaluation and clients (requirements.txt)
 #   scripts/setup_env.sh --serve   what a server needs only (requirements-serve.txt): the image
-#   scripts/setup_env.sh --dev     everything, plus the test tools (requirements-dev.txt) and the
-#                                  Debian tools the deployment tests use (promtool, Prometheus,
-#                                  podman and mmdebstrap for the image tests)
+#   scripts/setup_env.sh --dev     everything, plus the test tools (requirements-dev.txt, kubectl
+#                                  among them) and the Debian tools the deployment tests use
+#                                  (promtool, Prometheus, podman and mmdebstrap for the image
+#                                  tests); CI (ALM_REQUIRE_TOOLS=1) fails a test whose tool is missing
 # What the machine lacks (Java, the venv module, a C++ compiler) is installed from Debian's
 # packages when this runs as root with apt; otherwise it says exactly what to install.
 set -euo pipefail
@@ -77,7 +78,7 @@ if [ "$MODE" = "--dev" ]; then
   # Prometheus (server and promtool) for the scrape test and the config checks; podman, runc and
   # mmdebstrap to build and run the image here without a registry (tests/deploy/test_image.py).
   missing=()
-  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
   if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
     # podman's default runtime (crun) refuses hosts with hybrid cgroups: runc works everywhere.
     command -v podman >/dev/null 2>&1 \

@@ -1,7 +1,7 @@
 """Helpers shared by the test modules (the fixtures are in conftest.py): paths, models built and
 registered for one test, answers compared with the in-process forecast or the OpenAPI
-document, a scripted HTTP server standing in for TorchServe, the tools requirements-dev.txt
-installs."""
+document, a scripted HTTP server standing in for TorchServe, the tools the tests run (PyPI's,
+never skipped; Debian's, skipped only outside CI: `unavailable`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import functools
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,18 +18,24 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NoReturn
 from unittest import mock
 
 import pytest
 import requests
 from ts.context import Context, RequestProcessor
 
+from alm_forecaster import native
 from alm_forecaster.config import ModelConfig
 from alm_ops import archive, serve_config
 from alm_ops.api import ApiError
 from alm_ops.launcher import TorchServe
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Set by .ci/run: everything the project promises must be there. A test that would skip because
+#: a tool, a file or a build is missing fails instead (`unavailable`). GPU-marked tests still skip
+#: without CUDA, and the bf16 ones without AVX512-BF16: hardware, not something to install.
+REQUIRE_TOOLS = "ALM_REQUIRE_TOOLS"
 SEED = ModelConfig()  # the platform's full size: input 128, hidden 256, 3 layers, 7 blocks, 5 steps
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 
@@ -146,6 +153,38 @@ class Scripted:
             thread.join(timeout=5)
 
 
+def tools_required() -> bool:
+    """Whether this run must have every tool (CI: ``ALM_REQUIRE_TOOLS=1``)."""
+    return os.environ.get(REQUIRE_TOOLS) == "1"
+
+
+def unavailable(why: str) -> NoReturn:
+    """What a test does when something it needs is missing: ``why`` says what and how to install
+    it. Skipped on a developer's machine; under ALM_REQUIRE_TOOLS=1 (.ci/run) a failure, so CI
+    never passes with the test silently skipped."""
+    if tools_required():
+        pytest.fail(f"{why} [{REQUIRE_TOOLS}=1: CI requires it]", pytrace=False)
+    pytest.skip(why)
+
+
+def kernel_expected() -> bool:
+    """Whether the compiled kernel must be there: the set-up built it (it made
+    alm_forecaster/native/_build/, scripts/build_native.py) or CI requires every tool."""
+    return native.BUILD_DIR.is_dir() or tools_required()
+
+
+def built_kernels() -> list[Path]:
+    """The compiled kernel's libraries (native and portable builds). When `kernel_expected`,
+    every one must exist: a build that failed (the set-up goes on with one warning line and the
+    PyTorch fall-back) fails the caller instead of letting a check on "the kernels there are"
+    pass on none."""
+    libraries = [native.library_path(variant.name) for variant in native.VARIANTS]
+    if kernel_expected():
+        missing = [str(path) for path in libraries if not path.is_file()]
+        assert not missing, f"the compiled kernel was not built: {missing} (python -m alm_forecaster.native --verbose)"
+    return [path for path in libraries if path.is_file()]
+
+
 def pypi_tool(name: str) -> str:
     """A tool that requirements-dev.txt installs into the virtual environment: never skipped."""
     path = Path(sys.executable).parent / name
@@ -154,6 +193,18 @@ def pypi_tool(name: str) -> str:
         assert found, f"{name} is missing: run scripts/setup_env.sh --dev (requirements-dev.txt pins it)"
         return found
     return str(path)
+
+
+def debian_tool(name: str, package: str) -> str:
+    """A tool from a Debian package (scripts/setup_env.sh --dev installs it): its path, or
+    `unavailable` with the install line."""
+    found = shutil.which(name)
+    if not found:
+        unavailable(
+            f"{name} is not installed: apt-get install -y --no-install-recommends {package} "
+            "(scripts/setup_env.sh --dev does)"
+        )
+    return found
 
 
 class CreatesFileWhenUnpickled:

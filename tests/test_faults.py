@@ -41,8 +41,12 @@ from tests.helpers import (
     validate,
 )
 
-#: A worker must be back within this (measured ~4-6 s on an idle 2-core machine).
+#: How long the test waits for each step of the recovery (a new READY worker, its first
+#: forecast, the requests after it) before failing: a bound on "never", not a speed target
+#: (measured ~4-6 s on an idle 2-core machine).
 RECOVERY_LIMIT_S = 60
+#: Requests sent after the new worker is READY, every one of which must succeed.
+AFTER_RECOVERY = 10
 
 
 # -- a worker killed under load -----------------------------------------------------------------
@@ -88,18 +92,20 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
             ready_at = time.monotonic()
             _wait_for(lambda: any(s > ready_at and _ok(a) for s, _, _, a in log), RECOVERY_LIMIT_S)
             recovered_at = min(d for s, d, _, a in log if s > ready_at and _ok(a))
-            time.sleep(2.0)  # keep the load on after the recovery
+            # Keep the load on after the recovery: AFTER_RECOVERY requests sent and answered since.
+            _wait_for(lambda: sum(s > ready_at for s, *_ in log) >= AFTER_RECOVERY, RECOVERY_LIMIT_S)
         finally:
             stop.set()
             for thread in threads:
                 thread.join(timeout=120)
 
+        # How long it took is reported, not asserted (the waits above bound it: a worker that never
+        # comes back fails them); the figure is docs' and BENCHMARKS.md's business.
         recovery = recovered_at - killed_at
         print(
             f"\nworker {old_pid} killed; worker {new_pid} READY after {ready_at - killed_at:.2f} s, first "
             f"forecast after recovery {recovery:.2f} s; {len(log)} requests"
         )
-        assert recovery < RECOVERY_LIMIT_S
         assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
         failed = []
         for sent, _done, i, answer in log:
@@ -114,7 +120,7 @@ def test_killed_worker_recovers_and_no_answer_is_silently_wrong(torchserve: Torc
                 validate("/predictions/{model}", answer)  # a status and body docs/openapi.yaml lists
             failed.append(_show(answer))
         after = [a for s, _, _, a in log if s > ready_at]
-        assert len(after) >= 10 and all(_ok(a) for a in after)
+        assert len(after) >= AFTER_RECOVERY and all(_ok(a) for a in after)
         if count > 1:  # the surviving worker answered while the new one was starting
             assert any(killed_at < s and d < ready_at and _ok(a) for s, d, _, a in log)
         print(f"in flight at the kill and failed loudly: {len(failed)}: {sorted(set(failed))}")
@@ -245,11 +251,12 @@ def test_a_worker_refuses_a_bad_checkpoint_and_the_server_keeps_serving(
         response = torchserve.manage(
             "POST", "/models", params={"url": f"{name}.mar", "synchronous": "false", "initial_workers": 1}
         )
-        refused_at_registration = response.status_code != 202
+        # TorchServe takes the archive (a valid .mar): the refusal must come from the worker.
+        assert response.status_code == 202, response.text
         line = f"Model {name} 1.0 cannot be served: checkpoint refused: "
         deadline = time.monotonic() + 90
         logged = ""
-        while not refused_at_registration and line not in logged:
+        while line not in logged:
             assert time.monotonic() < deadline, f"no refusal logged for {name}\n{torchserve.log_tail()}"
             time.sleep(0.2)
             with open(model_log, "rb") as handle:
@@ -261,15 +268,19 @@ def test_a_worker_refuses_a_bad_checkpoint_and_the_server_keeps_serving(
                 expected,
                 "good model while the bad one fails",
             )
-        if not refused_at_registration:
-            refusal = next(text for text in logged.splitlines() if line in text)
-            assert fault in refusal, refusal
-            assert f"/{serialized}: " in refusal, refusal  # the file is named
-            described = torchserve.manage("GET", f"/models/{name}")
-            workers = described.json()[0]["workers"] if described.ok else []
-            assert not any(w["status"] == "READY" for w in workers), workers
-            unsafe_runs = [t for t in logged.splitlines() if name in t and "ready on" in t]
-            assert not unsafe_runs, unsafe_runs
+        refusal = next(text for text in logged.splitlines() if line in text)
+        assert fault in refusal, refusal
+        assert f"/{serialized}: " in refusal, refusal  # the file is named
+        described = torchserve.manage("GET", f"/models/{name}")
+        assert described.status_code == 200, described.text  # registered, never READY
+        workers = described.json()[0]["workers"]
+        assert not any(w["status"] == "READY" for w in workers), workers
+        # No worker of the bad model ever loaded: the handler's "ready on" line is absent, where
+        # the session's good model wrote its own (the positive control: such lines do land here).
+        ready_lines = [t for t in model_log.read_text(errors="replace").splitlines() if " ready on " in t]
+        assert any("Model tiny 1.0 ready on " in t for t in ready_lines), "the model log never gets a ready line"
+        unsafe_runs = [t for t in logged.splitlines() if f"Model {name} 1.0 ready on " in t]
+        assert not unsafe_runs, unsafe_runs
         assert not marker.exists(), "the pickled payload ran in the worker"
     finally:
         unregister_model(torchserve, name)

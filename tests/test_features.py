@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -237,19 +236,6 @@ def test_looks_like_ohlcv():
     assert not looks_like_ohlcv(["price"])
 
 
-def test_window_is_fast(frame, pipeline):
-    table = read_table(csv_bytes(frame.iloc[-(LOOKBACK + SEQ_LEN) :]))
-    pipeline.window(table, SEQ_LEN)
-    best = min(_timed(lambda: pipeline.window(table, SEQ_LEN)) for _ in range(20))
-    assert best < 0.02  # ~2-4 ms here; generous for a loaded machine
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 # ----------------------------------------------------------------------------- checkpoint state
 
 
@@ -326,8 +312,6 @@ def test_committed_examples_give_the_same_forecast_with_the_default_model():
         root / "examples/sp500_tail.csv",
         root / "examples/sp500_tail_embeddings.csv",
     )
-    if not (model.exists() and prices.exists() and embeddings.exists()):
-        pytest.skip("default model or examples not present")
     forecaster = Forecaster.from_checkpoint(model, device="cpu")
     raw, embedded = forecaster.predict([prices.read_bytes(), embeddings.read_bytes()])
     assert raw.ok, raw

@@ -64,7 +64,9 @@ def test_bad_requests_fail_alone_and_batch_mates_match_single_forecasts(forecast
 def test_all_bad_batch(forecaster):
     results = forecaster.predict([b"x", b"{}"])
     assert [(r.status, r.reason) for r in results] == [(422, "missing_columns"), (400, "not_csv")]
-    assert all(r.body == {"error": r.body["error"], "code": r.status} for r in results)
+    missing = "Missing required columns: emb_0, emb_1, emb_2, emb_3, emb_4, emb_5, emb_6, emb_7 and 1 more (9 in all)."
+    json_body = "The body looks like JSON; this endpoint expects a CSV file."
+    assert [r.body for r in results] == [{"error": missing, "code": 422}, {"error": json_body, "code": 400}]
 
 
 def test_a_batch_whose_forward_fails_is_retried_window_by_window(forecaster, monkeypatch):

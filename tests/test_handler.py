@@ -69,8 +69,13 @@ def test_batch_is_one_forward_with_per_request_status(handler, model_dir):
         )
         assert bodies[i]["model"] == "tiny" and bodies[i]["model_version"] == "3.1"
     assert bodies[4]["code"] == 400 and "JSON" in bodies[4]["error"] and "-F data=@" in bodies[4]["error"]
-    assert bodies[6] == {"error": bodies[6]["error"], "code": 400}
-    assert "form fields received: none" in bodies[6]["error"]
+    assert bodies[6] == {
+        "error": "No CSV found in the request (form fields received: none); send the CSV as a multipart form "
+        "field 'data' or 'file' (curl -F data=@prices.csv) or as the raw body with 'Content-Type: text/csv' or "
+        "'application/octet-stream' (curl -H 'Content-Type: text/csv' --data-binary @prices.csv). A body sent "
+        "without a Content-Type is form-decoded by the server and lost.",
+        "code": 400,
+    }
     assert bodies[7] == {"error": "Not enough data points. Need at least 20, got 15", "code": 422}
 
 

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
+import ts
 import yaml
 
 from alm_forecaster.forecaster import Forecaster
@@ -77,8 +79,6 @@ def test_every_transport_gives_the_offline_forecast(torchserve, offline):
 
 def test_server_matches_the_offline_cli(torchserve, tmp_path):
     cli = ROOT / "scripts" / "forecast.py"
-    if not cli.exists():
-        pytest.skip("scripts/forecast.py (offline CLI) not present")
     path = tmp_path / "window.csv"
     path.write_bytes(embeddings_csv(rows=25, input_size=TINY.input_size, seed=11))
     done = subprocess.run(
@@ -283,8 +283,17 @@ def test_front_end_runs_with_the_shipped_jvm_and_logging_settings(torchserve):
         time.sleep(0.05)
     assert access.read_text().count("POST /predictions/tiny ") == before + 3
     ts_log = (torchserve.log_dir / "ts_log.log").read_text()
+    # Positive controls for the absences below: TorchServe does log both per-request texts (its jar
+    # holds them), and this file receives the front end's DEBUG lines, among them the very
+    # statement that logs "Flushing req.cmd PREDICT" for every batch (here for the model's LOAD).
+    with zipfile.ZipFile(Path(ts.__file__).parent / "frontend" / "model-server.jar") as jar:
+        worker_thread = jar.read("org/pytorch/serve/wlm/WorkerThread.class")
+        rest_job = jar.read("org/pytorch/serve/job/RestJob.class")
+    assert b"Flushing req.cmd {} repeats" in worker_thread and b"Waiting time ns: {}" in rest_job
+    assert "[DEBUG] " in ts_log and "Flushing req.cmd LOAD repeats" in ts_log
     assert "Waiting time ns" not in ts_log and "Flushing req.cmd PREDICT" not in ts_log
-    assert "ACCESS_LOG" not in ts_log
+    # The access lines are written (access_log.log, counted above), to their own file only.
+    assert "ACCESS_LOG" not in ts_log and "POST /predictions/tiny " not in ts_log
     started = [line for line in ts_log.splitlines() if "Worker cmdline" in line]
     assert started and len(started) == len(set(started)), "each worker start logged once"
 
@@ -331,4 +340,5 @@ def test_server_writes_nothing_into_the_repository(torchserve):
     assert not (ROOT / "key_file.json").exists() and not (ROOT / "logs").exists()
     java = [p for p in torchserve.processes() if "org.pytorch.serve.ModelServer" in " ".join(p.cmdline())]
     assert len(java) == 1 and Path(java[0].cwd()) == torchserve.workdir
-    assert torchserve.start_to_ready_s < 60
+    # (How fast it got READY is printed by conftest.py and timed in BENCHMARKS.md, not asserted:
+    # start_torchserve already fails a server that is not READY within its timeout.)

@@ -15,8 +15,6 @@ CHECKPOINT = ROOT / "models" / f"{MODEL}.pt"
 OHLCV = ROOT / "examples" / "sp500_tail.csv"
 EMBEDDINGS = ROOT / "examples" / "sp500_tail_embeddings.csv"
 
-pytestmark = pytest.mark.skipif(not CHECKPOINT.exists() or not OHLCV.exists(), reason="default model not present")
-
 
 @pytest.fixture(scope="module")
 def served(torchserve: TorchServe):

@@ -52,7 +52,10 @@ def test_short_soak_of_the_default_model(tmp_path, model):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(report.read_text())
     assert result["settings"]["model"] == model
-    assert result["requests"] > 50 and result["ok"] > 0 and result["expected_4xx"] > 0
+    # What a soak checks: every answer as expected, nothing restarted. How many requests fit in
+    # its 18 s is the machine's speed (docs/soak.md has the figures), not asserted here.
+    assert result["ok"] > 0 and result["expected_4xx"] > 0
+    assert result["requests"] == result["ok"] + result["expected_4xx"]
     assert result["unexpected"] == {} and result["worker_restarts"] == 0
     leftover = [p.pid for p in psutil.process_iter() if str(work) in " ".join(_cmdline(p))]
     assert not leftover, f"processes left running: {leftover}"

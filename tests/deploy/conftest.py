@@ -2,8 +2,9 @@
 
 There is no Docker engine and no cluster here, so the artefacts are checked the way they can be
 without one, and every check that CAN run here does: the PyPI tools (requirements-dev.txt pins
-them into the virtual environment) are never skipped, a Debian tool skips with its install line
-only when it is absent.
+them into the virtual environment) are never skipped, a Debian tool (scripts/setup_env.sh --dev
+installs it) skips with its install line only when it is absent, and fails instead under
+ALM_REQUIRE_TOOLS=1 (.ci/run): tests/helpers.py's `pypi_tool`, `debian_tool`, `unavailable`.
 
 The fake TorchServe answers as 0.12 does for what the probe and the gateway use: 400
 InvalidKeyException for a missing, wrong or expired key, and /token renewal rewriting
@@ -15,9 +16,7 @@ from __future__ import annotations
 import hmac
 import importlib.util
 import json
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,29 +27,12 @@ import pytest
 
 # The one import of the properties reader: the tests take it from here, so its module is named once.
 from alm_ops.serve_config import read_properties as read_properties
+from tests.helpers import debian_tool as debian_tool
+from tests.helpers import pypi_tool as pypi_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 #: The image's non-root user (Dockerfile USER, Kubernetes runAsUser).
 APP_UID = 10001
-
-
-def pypi_tool(name: str) -> str:
-    """A tool that requirements-dev.txt installs into the virtual environment: never skipped."""
-    path = BIN / name
-    if not path.exists():
-        found = shutil.which(name)
-        assert found, f"{name} is missing: run scripts/setup_env.sh --dev (requirements-dev.txt pins it)"
-        return found
-    return str(path)
-
-
-def debian_tool(name: str, package: str) -> str:
-    """A tool from a Debian package: skipped (with the install line) only when it is absent."""
-    found = shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} not installed (Debian: apt-get install -y --no-install-recommends {package})")
-    return found
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:

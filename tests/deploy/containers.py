@@ -1,10 +1,10 @@
 """A container engine for the image and fresh-machine tests: podman (Debian's package) or docker.
 
-`engine()` finds one, or skips the test with the install line; with
-``ALM_REQUIRE_CONTAINER_TESTS=1`` (set by .ci/run) a missing engine fails instead, so CI never
-passes with these tests silently skipped. The flags podman needs on a host where root lacks
-CAP_SYS_RESOURCE (explicit ulimits) or has hybrid cgroups (the runc runtime) are set here, the
-same way scripts/build_image.sh sets them.
+`engine()` finds one, or skips the test with the install line; with ``ALM_REQUIRE_TOOLS=1``
+(set by .ci/run) a missing engine fails instead, so CI never passes with these tests silently
+skipped (tests/helpers.py's `unavailable`, the one rule for every missing tool). The flags
+podman needs on a host where root lacks CAP_SYS_RESOURCE (explicit ulimits) or has hybrid
+cgroups (the runc runtime) are set here, the same way scripts/build_image.sh sets them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.deploy.conftest import ROOT
+from tests.helpers import unavailable
 
 ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=20000:20000")
 
@@ -79,7 +78,7 @@ class Engine:
 
 
 def engine() -> Engine:
-    """The engine to use, or skip (fail under ALM_REQUIRE_CONTAINER_TESTS=1) with what to install."""
+    """The engine to use, or `unavailable` (skip; fail under ALM_REQUIRE_TOOLS=1) with what to install."""
     forced = os.environ.get("CONTAINER_ENGINE")
     path = forced or shutil.which("podman") or shutil.which("docker")
     why = None
@@ -88,9 +87,7 @@ def engine() -> Engine:
     elif os.path.basename(path) == "docker" and subprocess.run([path, "info"], capture_output=True).returncode != 0:
         why = "docker is installed but no daemon answers (or install podman: apt-get install podman runc)"
     if why:
-        if os.environ.get("ALM_REQUIRE_CONTAINER_TESTS") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(why)
     name = os.path.basename(path)
     argv = [path]
     if name == "podman" and shutil.which("runc"):

@@ -1,15 +1,13 @@
 """deploy/grafana/dashboard.json: its structure, the metric names and labels TorchServe exports,
-PromQL that ``promtool`` (Debian's ``prometheus`` package) accepts when it is installed, and the
-handler metrics it shows as metrics_config.yaml declares them."""
+PromQL that ``promtool`` (Debian's ``prometheus`` package, which scripts/setup_env.sh --dev
+installs; required under ALM_REQUIRE_TOOLS=1) accepts, and the handler metrics it shows as
+metrics_config.yaml (the file config.properties names) declares them."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.deploy.conftest import ROOT, debian_tool, run
@@ -33,8 +31,8 @@ BUILTIN_METRICS = (
 DOMAIN_METRICS = ("ForecastsServed", "RequestsRejected", "ParseTime", "ForwardTime", "ResponseTime")
 #: Dashboard variables and what promtool gets in their place.
 VARIABLES = {"$__rate_interval": "1m", "$model": ".*", "$job": ".*"}
-#: Folders that hold no metrics_config of the handler (or are not the repository's own files).
-NOT_SEARCHED = {".venv", ".git", "deploy", "model_store", "node_modules", ".serve", ".hypothesis", "__pycache__"}
+#: The handler's metrics declarations: config.properties names it (metrics_config=).
+METRICS_CONFIG = ROOT / "metrics_config.yaml"
 
 
 def test_dashboard_structure_and_metric_names():
@@ -80,10 +78,8 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 
 
 def test_dashboard_domain_metrics_match_the_handlers_metrics_config():
-    found = handler_metrics_config()
-    if found is None:
-        pytest.skip("no metrics_config YAML with model_metrics in the repository yet (the handler's metrics work)")
-    path, config = found
+    path, config = METRICS_CONFIG, yaml.safe_load(METRICS_CONFIG.read_text())
+    assert "metrics_config=@APP_DIR@/metrics_config.yaml" in (ROOT / "config.properties").read_text().splitlines()
     declared = {}
     for metric_type, entries in config["model_metrics"].items():
         for entry in entries or []:
@@ -96,19 +92,3 @@ def test_dashboard_domain_metrics_match_the_handlers_metrics_config():
     for timing in ("ParseTime", "ForwardTime", "ResponseTime"):
         # The dashboard plots them as gauges (TorchServe's add_time default); a histogram needs _bucket queries.
         assert declared[timing][0] == "gauge", f"{timing} is a {declared[timing][0]}: update the dashboard queries"
-
-
-def handler_metrics_config() -> tuple[Path, dict] | None:
-    """The repository's metrics_config YAML (the one with ``model_metrics``), wherever it is."""
-    paths = []
-    for folder, subfolders, files in os.walk(ROOT):
-        subfolders[:] = sorted(d for d in subfolders if d not in NOT_SEARCHED)
-        paths += [Path(folder) / f for f in sorted(files) if f.endswith((".yaml", ".yml"))]
-    for path in paths:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            continue
-        if isinstance(data, dict) and "model_metrics" in data:
-            return path, data
-    return None

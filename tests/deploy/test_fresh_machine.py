@@ -9,8 +9,9 @@ installs what the build needs) and scripts/stop.sh must leave no process. This i
 catches the next missing install step: the commands are read from README.md, not copied here.
 
 The only thing taken from the host is where pip finds the CPU build of torch (a local wheel
-directory, as this machine's own pip has it); everything else comes from Debian's archive and
-PyPI inside the container.
+directory, as this machine's own pip has it; without one the test skips, and fails under
+ALM_REQUIRE_TOOLS=1 as in CI); everything else comes from Debian's archive and PyPI inside the
+container.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.containers import engine, offline_forecast, unique_name
-from tests.helpers import ROOT
+from tests.helpers import ROOT, unavailable
 
 BARE_IMAGE = "localhost/alm-bare-debian:bookworm"
 WHEELS = Path("/wheels")
@@ -81,7 +82,11 @@ def test_readme_first_command_on_a_bare_debian(tmp_path):
     eng = engine()
     wheels = local_torch_wheel_dir()
     if wheels is None:
-        pytest.skip("no local torch-2.13.0+cpu wheel in pip's find-links: pip would fetch the multi-GB CUDA build")
+        unavailable(
+            "no torch-2.13.0+cpu wheel in pip's find-links (pip config get global.find-links): "
+            "the container's pip would fetch the multi-GB CUDA build. Put the CPU wheel in a directory and name it "
+            "there (pip config set global.find-links DIR)"
+        )
     if eng("image", "inspect", BARE_IMAGE, check=False).returncode != 0:
         made = subprocess.run(
             ["bash", str(ROOT / "scripts" / "make_base_image.sh"), "bare", BARE_IMAGE],

