@@ -24,8 +24,8 @@ import sys
 import pytest
 
 from alm_forecaster.forecaster import Forecaster, Request
+from alm_forecaster.kserve import request_document
 from alm_forecaster.testing.synthetic import price_series
-from alm_forecaster.timeseries_api import request_document
 from alm_ops import archive
 from alm_ops.api import custom_metadata
 from alm_ops.launcher import TorchServe
