@@ -106,11 +106,11 @@ class ClosePipeline:
     def rows_needed(self, seq_len: int) -> int:
         return self.lookback + seq_len
 
-    def why(self, seq_len: int) -> str:
+    def why(self, seq_len: int, noun: str = "prices") -> str:
         """Why a request needs `rows_needed` values (appended to the too-few-rows message)."""
         needed = self.rows_needed(seq_len)
         return (
-            f" daily prices: each of the model's {seq_len} window days needs the {self.lookback} days before it "
+            f" daily {noun}: each of the model's {seq_len} window days needs the {self.lookback} days before it "
             f"for its features ({self.lookback} + {seq_len} = {needed})."
         )
 
@@ -124,7 +124,7 @@ class ClosePipeline:
             if panel.lengths[i] < needed:
                 errors[i] = InputError(
                     f"{panel.labels[i]}: Not enough data points. Need at least {needed}, got "
-                    f"{panel.lengths[i]}{self.why(seq_len)}",
+                    f"{panel.lengths[i]}{self.why(seq_len, panel.kinds[i].noun)}",
                     reason="too_few_rows",
                 )
                 continue
@@ -133,8 +133,8 @@ class ClosePipeline:
             scale = float(sigma[-1])
             if not (np.isfinite(window).all() and np.isfinite(scale) and scale > 0):
                 errors[i] = InputError(
-                    f"{panel.labels[i]}: the last {needed} prices do not move (or overflow): their volatility is "
-                    "zero or not finite, so no distribution can be scaled from them.",
+                    f"{panel.labels[i]}: the last {needed} {panel.kinds[i].noun} do not move (or overflow): their "
+                    "volatility is zero or not finite, so no distribution can be scaled from them.",
                     reason="bad_value",
                 )
                 continue

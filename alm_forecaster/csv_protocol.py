@@ -17,17 +17,22 @@ import numpy as np
 
 from alm_forecaster import options
 from alm_forecaster.forecast import Forecast
-from alm_forecaster.kinds import PRICE
+from alm_forecaster.kinds import LEVEL, PRICE
 from alm_forecaster.outcome import OK, Outcome
 from alm_forecaster.pipeline import Pipeline
 from alm_forecaster.request import Job, Request
+
+#: How a refused price names the fix, when the model also forecasts levels.
+LEVEL_HINT = "send it with the header 'X-Series-Kind: level' (or the multipart field kind=level)"
 
 
 def decode(request: Request, pipeline: Pipeline) -> Job:
     """A CSV request -> its one window; raises `InputError` naming what is wrong with it."""
     chosen = options.resolve(request.horizon, request.quantiles, pipeline.head.steps, pipeline.head.levels or None)
-    window = pipeline.input.csv_window(request.body, PRICE)
-    return Job(chosen, ("",), (PRICE,), [window], [None], encode)
+    kind = options.series_kind(request.kind, pipeline.head.kinds)
+    hint = LEVEL_HINT if LEVEL.name in pipeline.head.kinds else ""
+    window = pipeline.input.csv_window(request.body, kind, hint)
+    return Job(chosen, ("",), (kind,), [window], [None], encode)
 
 
 def encode(job: Job, forecast: Forecast) -> Outcome:

@@ -33,7 +33,8 @@ import torch
 from alm_forecaster import scaling
 from alm_forecaster.contract import Window
 from alm_forecaster.errors import CheckpointError
-from alm_forecaster.kinds import SeriesKind
+from alm_forecaster.kinds import DEFAULT as DEFAULT_KIND
+from alm_forecaster.kinds import KINDS, SeriesKind
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PointHead:
 
     steps: int
     levels: tuple[float, ...] = ()
+    kinds: tuple[str, ...] = (DEFAULT_KIND,)
 
     def forecast(
         self, raw: np.ndarray, windows: list[Window], kinds: list[SeriesKind]
@@ -64,36 +66,47 @@ def monotone(raw: torch.Tensor, levels: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class QuantileHead:
-    """The levels a model predicts and its calibration offsets (standardised units)."""
+    """The levels a model predicts and its calibration offsets per series kind (standardised units).
+
+    ``offsets`` maps a kind's name to its (K, Q) offsets: the kinds the model serves (a network
+    trained on prices and rates shares its weights and is calibrated per kind)."""
 
     levels: tuple[float, ...]
-    offsets: np.ndarray  # (K, Q)
+    offsets: dict[str, np.ndarray]  # kind name -> (K, Q)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.offsets)
 
     @property
     def steps(self) -> int:
-        return int(self.offsets.shape[0])
+        return int(next(iter(self.offsets.values())).shape[0])
 
     @property
     def median_index(self) -> int:
         return self.levels.index(0.5)
 
-    def standardised(self, raw: torch.Tensor | np.ndarray) -> np.ndarray:
+    def standardised(self, raw: torch.Tensor | np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
         """Raw outputs (B, K*Q) -> calibrated, non-crossing standardised quantiles (B, K, Q): the
-        construction of `monotone`, in float64 numpy, plus the calibration offsets."""
+        construction of `monotone`, in float64 numpy, plus the calibration ``offsets`` ((K, Q) or
+        (B, K, Q); none: uncalibrated)."""
         raw = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
         raw = raw.astype(np.float64).reshape(raw.shape[0], -1, len(self.levels))
         mid = len(self.levels) // 2
         center = raw[..., mid : mid + 1]
         up = np.cumsum(np.logaddexp(0.0, raw[..., mid + 1 :]), axis=-1)
         down = np.cumsum(np.logaddexp(0.0, raw[..., :mid][..., ::-1]), axis=-1)[..., ::-1]
-        z = np.concatenate([center - down, center, center + up], axis=-1) + self.offsets[None]
+        z = np.concatenate([center - down, center, center + up], axis=-1)
+        if offsets is not None:
+            z = z + (offsets if offsets.ndim == 3 else offsets[None])
         return np.maximum.accumulate(z, axis=-1)
 
     def forecast(
         self, raw: np.ndarray, windows: list[Window], kinds: list[SeriesKind]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(point (B, K), quantiles (B, K, Q)) in the series' units, for ``windows`` of series of ``kinds``."""
-        changes = scaling.changes(self.standardised(raw), np.array([w.scale for w in windows]))
+        offsets = np.stack([self.offsets[kind.name] for kind in kinds])
+        changes = scaling.changes(self.standardised(raw, offsets), np.array([w.scale for w in windows]))
         anchors = np.array([w.current_price for w in windows])[:, None, None]
         values = np.empty_like(changes)
         for kind in set(kinds):
@@ -102,14 +115,21 @@ class QuantileHead:
         return values[..., self.median_index], values
 
     def state(self) -> dict:
-        return {"levels": list(self.levels), "offsets": torch.from_numpy(np.ascontiguousarray(self.offsets))}
+        """``offsets``: the price offsets (the format's first key); ``kind_offsets``: every other kind's."""
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(o)) for name, o in self.offsets.items()}
+        state: dict = {"levels": list(self.levels)}
+        if DEFAULT_KIND in tensors:
+            state["offsets"] = tensors.pop(DEFAULT_KIND)
+        if tensors:
+            state["kind_offsets"] = tensors
+        return state
 
     @classmethod
     def from_state(cls, state: dict, outputs: int) -> QuantileHead:
         """From a checkpoint's ``quantile_head``; shapes checked against the network's ``outputs``."""
         if not isinstance(state, dict):
             raise CheckpointError(f"quantile_head must be a dict, found {type(state).__name__}.")
-        levels, offsets = state.get("levels"), state.get("offsets")
+        levels = state.get("levels")
         if not (isinstance(levels, list) and levels and all(isinstance(v, float) and 0 < v < 1 for v in levels)):
             raise CheckpointError("quantile_head: 'levels' must be a list of floats in (0, 1).")
         if levels != sorted(set(levels)) or len(levels) % 2 == 0 or levels[len(levels) // 2] != 0.5:
@@ -118,9 +138,18 @@ class QuantileHead:
             raise CheckpointError(
                 f"quantile_head: the network's {outputs} outputs are not steps x {len(levels)} levels."
             )
-        steps = outputs // len(levels)
-        if not isinstance(offsets, torch.Tensor) or tuple(offsets.shape) != (steps, len(levels)):
-            raise CheckpointError(f"quantile_head: 'offsets' must be a ({steps}, {len(levels)}) tensor.")
-        if not torch.isfinite(offsets).all():
-            raise CheckpointError("quantile_head: 'offsets' must be finite.")
-        return cls(tuple(levels), offsets.detach().to(torch.float64).numpy().copy())
+        others = state.get("kind_offsets", {})
+        if not isinstance(others, dict) or not set(others) <= set(KINDS) - {DEFAULT_KIND}:
+            raise CheckpointError(
+                f"quantile_head: 'kind_offsets' must map series kinds ({', '.join(KINDS)}) to offsets."
+            )
+        shape = (outputs // len(levels), len(levels))
+        given = [(DEFAULT_KIND, "offsets", state.get("offsets"))] if "offsets" in state or not others else []
+        offsets = {}
+        for name, key, value in given + [(n, f"kind_offsets.{n}", v) for n, v in others.items()]:
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                raise CheckpointError(f"quantile_head: {key!r} must be a {shape} tensor.")
+            if not torch.isfinite(value).all():
+                raise CheckpointError(f"quantile_head: {key!r} must be finite.")
+            offsets[name] = value.detach().to(torch.float64).numpy().copy()
+        return cls(tuple(levels), offsets)

@@ -39,7 +39,7 @@ class EmbeddingsInput:
     def rows_needed(self) -> int:
         return self.seq_len
 
-    def csv_window(self, body: bytes | bytearray | str, kind: SeriesKind) -> Window:
+    def csv_window(self, body: bytes | bytearray | str, kind: SeriesKind, hint: str = "") -> Window:
         """The usual request (the exact header, plain numbers) takes numpy's reader; any other, and
         every bad one, the checked path that names what is wrong."""
         text = decode(body)
@@ -106,7 +106,9 @@ class SeriesInput:
     def rows_needed(self) -> int:
         return self.pipeline.rows_needed(self.seq_len)
 
-    def csv_window(self, body: bytes | bytearray | str, kind: SeriesKind) -> Window:
+    def csv_window(self, body: bytes | bytearray | str, kind: SeriesKind, hint: str = "") -> Window:
+        """A single-price (or OHLCV) table as a series of ``kind``; ``hint`` is how a refused
+        price names the option that sends it as a level."""
         table = read_table(body)
         if any(name.strip().startswith("emb_") for name in table.header):
             raise InputError(
@@ -114,7 +116,7 @@ class SeriesInput:
                 f"column (Close, Adj Close, Price or Value), at least {self.rows_needed} rows.",
                 reason="prices_required",
             )
-        panel = prices.panel(table, self.rows_needed, self.pipeline.why(self.seq_len), kind)
+        panel = prices.panel(table, self.rows_needed, self.pipeline.why(self.seq_len, kind.noun), kind, hint)
         windows, errors = self.series_windows(panel)
         if errors[0] is not None:
             raise errors[0]

@@ -31,7 +31,8 @@ import numpy as np
 from alm_forecaster import options as forecast_options
 from alm_forecaster.errors import MALFORMED, InputError, RequestError
 from alm_forecaster.forecast import Forecast
-from alm_forecaster.kinds import PRICE, SeriesKind
+from alm_forecaster.kinds import DEFAULT as DEFAULT_KIND
+from alm_forecaster.kinds import LEVEL, PRICE, SeriesKind
 from alm_forecaster.outcome import OK, Outcome
 from alm_forecaster.panel import Panel
 from alm_forecaster.pipeline import Pipeline
@@ -41,16 +42,20 @@ CONTENT_TYPE = "application/json"
 UNIVARIATE = "univariate_time_series"
 DAILY = ("D", "DAY")
 MAX_SERIES = 1000
+#: How a refused price names the fix, when the model also forecasts levels.
+LEVEL_HINT = 'set "kind": "level" on this input'
 
 
 @dataclass(frozen=True)
 class SeriesInput:
-    """What the answer repeats of one input: its position, name, frequency as given and start."""
+    """What the answer repeats of one input: its position, name, frequency as given and start,
+    and the kind of series it is."""
 
     index: int
     name: str
     frequency: str
     start: np.datetime64 | None
+    kind: SeriesKind = PRICE
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class TimeSeriesRequest:
 
 def decode(request: Request, pipeline: Pipeline) -> Job:
     """A ForecastRequest -> a window (or refusal) per series; a malformed document raises a 400."""
-    document = parse(request.body)
+    document = parse(request.body, pipeline.head.kinds)
     head = pipeline.head
     chosen = forecast_options.resolve(
         document.horizon, document.quantiles, head.steps, head.levels or None, default_levels=False
@@ -83,8 +88,9 @@ def is_json(payload: dict | bytes | bytearray | str, content_type: str | None) -
     return bool(content_type) and content_type.split(";")[0].strip().lower() == CONTENT_TYPE
 
 
-def parse(payload: dict | bytes | bytearray | str) -> TimeSeriesRequest:
-    """The request document; a malformed document is a 400 naming the field."""
+def parse(payload: dict | bytes | bytearray | str, kinds: tuple[str, ...] = (DEFAULT_KIND,)) -> TimeSeriesRequest:
+    """The request document, its inputs read as the series ``kinds`` the model serves; a
+    malformed document is a 400 naming the field."""
     if isinstance(payload, dict):
         document = payload
     else:
@@ -116,10 +122,10 @@ def parse(payload: dict | bytes | bytearray | str) -> TimeSeriesRequest:
         if name in names:
             raise _document(f"'inputs[{i}].name' {name!r} is not unique in the request")
         names.add(name)
-        parsed.append(_series(i, name, item))
+        parsed.append(_series(i, name, item, kinds))
     panel = Panel.of(
         [series.name for series, _, _ in parsed],
-        [PRICE] * len(parsed),
+        [series.kind for series, _, _ in parsed],
         [values for _, values, _ in parsed],
         [f"inputs[{series.index}].series" for series, _, _ in parsed],
         errors=[error for _, _, error in parsed],
@@ -129,10 +135,13 @@ def parse(payload: dict | bytes | bytearray | str) -> TimeSeriesRequest:
     )
 
 
-def _series(i: int, name: str, item: dict) -> tuple[SeriesInput, np.ndarray | None, InputError | None]:
+def _series(
+    i: int, name: str, item: dict, kinds: tuple[str, ...]
+) -> tuple[SeriesInput, np.ndarray | None, InputError | None]:
     """One input, checked on its own: what is wrong with it fails this series only."""
     frequency = item.get("frequency")
     where = f"inputs[{i}]"
+    kind = PRICE
     try:
         if item.get("type") != UNIVARIATE:
             raise series_error(f"{where}.type", f"must be {UNIVARIATE!r}, got {item.get('type')!r}", "bad_type")
@@ -143,22 +152,24 @@ def _series(i: int, name: str, item: dict) -> tuple[SeriesInput, np.ndarray | No
                 "bad_frequency",
             )
         start = _timestamp(item.get("start_timestamp"), f"{where}.start_timestamp")
-        values = _values(item.get("series"), f"{where}.series", PRICE)
+        kind = forecast_options.series_kind(item.get("kind"), kinds, f"{where}.kind", f"{where}.kind")
+        hint = LEVEL_HINT if LEVEL.name in kinds else ""
+        values = _values(item.get("series"), f"{where}.series", kind, hint)
     except InputError as exc:
-        return SeriesInput(i, name, str(frequency), None), None, exc
-    return SeriesInput(i, name, frequency, start), values, None
+        return SeriesInput(i, name, str(frequency), None, kind), None, exc
+    return SeriesInput(i, name, frequency, start, kind), values, None
 
 
-def _values(values: object, where: str, kind: SeriesKind) -> np.ndarray:
+def _values(values: object, where: str, kind: SeriesKind, hint: str) -> np.ndarray:
     if not isinstance(values, list) or not values:
-        raise series_error(where, "must be a non-empty list of prices, oldest first", "bad_value")
+        raise series_error(where, f"must be a non-empty list of {kind.noun}, oldest first", "bad_value")
     for k, value in enumerate(values):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise series_error(f"{where}[{k}]", f"{value!r} is not a number", "bad_value")
         if not np.isfinite(value):
             raise series_error(f"{where}[{k}]", f"{value!r} is not a finite number", "bad_value")
         if kind.invalid(np.array([value]))[0]:
-            raise kind.refusal(f"{where}[{k}]", value, param=f"{where}[{k}]")
+            raise kind.refusal(f"{where}[{k}]", value, param=f"{where}[{k}]", hint=hint)
     return np.asarray(values, dtype=np.float64)
 
 

@@ -1,8 +1,9 @@
-"""Per-request forecast options: how many steps and which quantile levels to return.
+"""Per-request forecast options: how many steps, which quantile levels, what kind of series.
 
 A CSV request gives them as headers (``X-Forecast-Horizon: 3``,
-``X-Forecast-Quantiles: 0.05,0.95``) or multipart fields (``horizon``, ``quantiles``); a JSON
-request in its ``options`` object (``horizon``, ``quantiles``). TorchServe 0.12 drops the
+``X-Forecast-Quantiles: 0.05,0.95``, ``X-Series-Kind: level``) or multipart fields
+(``horizon``, ``quantiles``, ``kind``); a JSON request in its ``options`` object (``horizon``,
+``quantiles``) and a ``kind`` on each input (kinds.py: ``price``, the default, or ``level``). TorchServe 0.12 drops the
 query string of a POST with a body before the handler sees it, so the query string is not a
 place for them.
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alm_forecaster.errors import InputError
+from alm_forecaster.kinds import DEFAULT, KINDS, SeriesKind
 
 HORIZON = "horizon"
 QUANTILES = "quantiles"
-#: Header names (any case) of the two options on CSV requests.
-HEADERS = {HORIZON: "X-Forecast-Horizon", QUANTILES: "X-Forecast-Quantiles"}
+KIND = "kind"
+#: Header names (any case) of the options on CSV requests.
+HEADERS = {HORIZON: "X-Forecast-Horizon", QUANTILES: "X-Forecast-Quantiles", KIND: "X-Series-Kind"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,25 @@ def _levels(value: object, levels: tuple[float, ...] | None, default_levels: boo
     if not chosen:
         raise _bad(QUANTILES, "no level given", f"a subset of {allowed}")
     return tuple(sorted(chosen))
+
+
+def series_kind(
+    value: object, served: tuple[str, ...], option: str = f"Option '{KIND}'", param: str | None = None
+) -> SeriesKind:
+    """The series kind a request names (None: price), if the model serves it; else a 422 naming
+    ``option`` (the JSON ``param``) and the allowed values."""
+    if value is None:
+        return KINDS[DEFAULT]
+    name = value.strip().lower() if isinstance(value, str) else None
+    if name not in KINDS:
+        raise InputError(f"{option}: {value!r} is not a series kind; allowed: {', '.join(KINDS)}.", reason="bad_option")
+    if name not in served:
+        raise InputError(
+            f"{option}: this model does not forecast {name} series; allowed: {', '.join(served)}.",
+            reason="bad_option",
+            param=param,
+        )
+    return KINDS[name]
 
 
 def _bad(option: str, problem: str, allowed: str) -> InputError:

@@ -72,8 +72,9 @@ def columns(header: list[str]) -> tuple[int, int, int | None]:
     )
 
 
-def from_table(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE) -> PriceSeries:
-    """The last ``rows`` rows of a single-price (or OHLCV) table, validated as a series of ``kind``."""
+def from_table(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE, hint: str = "") -> PriceSeries:
+    """The last ``rows`` rows of a single-price (or OHLCV) table, validated as a series of ``kind``
+    (``hint``: how a refused value names the kind that would take it)."""
     date, price, raw = columns(table.header)
     require_rows(table, rows, why)
     start = len(table.rows) - rows
@@ -83,6 +84,7 @@ def from_table(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE)
         kind.check(
             values[:, k],
             lambda i, c=column: f"Row {start + i + 1} (line {table.lines[start + i]}), column '{table.header[c]}'",
+            hint,
         )
     days = parse_dates([row[date] for row in table.rows[start:]], table, start, table.header[date])
     column = table.header[date]
@@ -91,9 +93,9 @@ def from_table(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE)
     return PriceSeries(days, values[:, 0], float(current), table.header[price])
 
 
-def panel(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE) -> Panel:
+def panel(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE, hint: str = "") -> Panel:
     """A single-price table as a panel of one series (its last ``rows`` values)."""
-    series = from_table(table, rows, why, kind)
+    series = from_table(table, rows, why, kind, hint)
     return Panel.of(
         [series.column], [kind], [series.prices], [f"column '{series.column}'"], anchors=[series.current_price]
     )

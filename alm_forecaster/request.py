@@ -32,6 +32,7 @@ class Request:
     content_type: str | None = None
     horizon: object = None
     quantiles: object = None
+    kind: object = None
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ TorchServe calls it:
 * ``handle`` (once per batch): take each request's CSV from the multipart field ``data`` or
   ``file``, or from the raw body (``Content-Type: text/csv`` or ``application/octet-stream``),
   as bytes or str, or its JSON document (``application/json``: KServe's time-series forecast
-  protocol, many series per request), with its options (headers ``X-Forecast-Horizon`` and
-  ``X-Forecast-Quantiles``, or multipart fields ``horizon`` and ``quantiles``; a JSON document
-  carries its own); send all of them through ONE ``Forecaster.predict`` call (one forward);
-  answer each request with its own `Outcome`: 200 with the forecast, 400/422 with
-  ``{"error": "<message>", "code": <status>}`` for bad input, 500 (or 507 when out of memory)
-  for an unexpected failure of that request alone. Nothing raised for one request escapes
-  ``handle``: a bad request never fails its batch mates, and never kills or restarts the worker.
+  protocol, many series per request), with its options (headers ``X-Forecast-Horizon``,
+  ``X-Forecast-Quantiles`` and ``X-Series-Kind``, or multipart fields ``horizon``, ``quantiles``
+  and ``kind``; a JSON document carries its own); send all of them through ONE
+  ``Forecaster.predict`` call (one forward); answer each request with its own `Outcome`: 200
+  with the forecast, 400/422 with ``{"error": "<message>", "code": <status>}`` for bad input,
+  500 (or 507 when out of memory) for an unexpected failure of that request alone. Nothing
+  raised for one request escapes ``handle``: a bad request never fails its batch mates, and
+  never kills or restarts the worker.
 
 TorchServe takes as the handler the one class *defined* in this module (its model loader
 keeps the classes whose ``__module__`` is this module; imported ones such as `Outcome` do not
@@ -315,12 +316,12 @@ def extract_request(request: object, headers: dict[str, str]) -> Request:
     )
 
 
-def _options(headers: dict[str, str], fields: dict) -> tuple[object, object]:
-    """(horizon, quantiles) from the multipart fields, else the headers; None when not given."""
+def _options(headers: dict[str, str], fields: dict) -> tuple[object, object, object]:
+    """(horizon, quantiles, kind) from the multipart fields, else the headers; None when not given."""
     found = []
-    for name in (options.HORIZON, options.QUANTILES):
+    for name in (options.HORIZON, options.QUANTILES, options.KIND):
         value = fields.get(name)
         if value is None:
             value = headers.get(options.HEADERS[name].lower())
         found.append(value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value)
-    return found[0], found[1]
+    return found[0], found[1], found[2]

@@ -1,13 +1,15 @@
 """Train a quantile xLSTM on single-price daily series and write its checkpoint.
 
     python scripts/train_quantiles.py --output models/alm_quantiles.pt          # the default model
-    python scripts/train_quantiles.py --series sp500 --series rates.csv --output models/mine.pt
+    python scripts/train_quantiles.py --series sp500 --series rates.csv@level --output models/mine.pt
 
-Series: arch's ``sp500``, ``nasdaq``, ``wti`` or a CSV path (a Date column and one price
-column, or OHLCV read through its close). Spans: fit before --validation-start, early stopping
-on [--validation-start, --calibration-start), per-level recalibration on
-[--calibration-start, --holdout-start); nothing from --holdout-start on is read. Same data,
-seed and threads give the same weights.
+Series: arch's ``sp500``, ``nasdaq``, ``wti``, a Treasury tenor ``ust:3M`` .. ``ust:30Y``
+(data/, a level series) or a CSV path (a Date column and one price column, or OHLCV read
+through its close; ``path@level`` for a level series). Default: the S&P 500 and WTI prices and
+the eleven Treasury tenors. Spans, per kind: fit before --validation-start, early stopping on
+[--validation-start, --calibration-start), per-level recalibration on [--calibration-start,
+--holdout-start) (level series: the --level-* spans); nothing from the held-out start on is
+read. Same data, seed and threads give the same weights.
 """
 
 from __future__ import annotations
@@ -26,10 +28,16 @@ from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.train import price_series
 from alm_forecaster.train.quantile_training import QuantileTrainConfig, train
 
+#: The default model's series: two prices from arch and the Treasury curve (data/).
+TENORS = ("1M", "3M", "6M", "1Y", "2Y", "3Y", "5Y", "7Y", "10Y", "20Y", "30Y")
+DEFAULT_SERIES = ["sp500", "wti", *(f"ust:{tenor}" for tenor in TENORS)]
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--series", action="append", help="arch dataset or CSV path (repeatable; default sp500, wti)")
+    parser.add_argument(
+        "--series", action="append", help="arch dataset, ust:<tenor> or CSV path (repeatable; default: DEFAULT_SERIES)"
+    )
     parser.add_argument("--output", type=Path, required=True, help="checkpoint path (.pt)")
     defaults = QuantileTrainConfig()
     for f in fields(QuantileTrainConfig):
@@ -46,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     values = {f.name: getattr(args, f.name) for f in fields(QuantileTrainConfig)}
     cfg = QuantileTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     try:
-        series = [price_series.load(spec) for spec in args.series or ["sp500", "wti"]]
+        series = [price_series.load(spec) for spec in args.series or DEFAULT_SERIES]
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps(
             {
-                "offsets": loaded.quantile_head.offsets.round(4).tolist(),
+                "offsets": {k: o.round(4).tolist() for k, o in loaded.quantile_head.offsets.items()},
                 "windows": checkpoint["metadata"]["window_counts"],
             }
         )

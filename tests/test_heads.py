@@ -30,7 +30,7 @@ LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 def test_torch_and_numpy_quantile_constructions_agree(seed):
     raw = torch.from_numpy(np.random.default_rng(seed).normal(0, 3, (64, 5 * len(LEVELS))))
     trained = monotone(raw, len(LEVELS)).numpy()
-    served = QuantileHead(LEVELS, np.zeros((5, len(LEVELS)))).standardised(raw)
+    served = QuantileHead(LEVELS, {"price": np.zeros((5, len(LEVELS)))}).standardised(raw)
     np.testing.assert_allclose(served, trained, rtol=1e-12, atol=1e-12)
     assert (np.diff(served, axis=-1) > 0).all()
 
@@ -55,7 +55,7 @@ def test_the_readme_formula_computed_independently():
         z[4] = z[3] + softplus(step[4])
         z[1] = z[2] - softplus(step[1])
         z[0] = z[1] - softplus(step[0])
-        z = np.maximum.accumulate(np.array(z) + head.offsets[h - 1])
+        z = np.maximum.accumulate(np.array(z) + head.offsets["price"][h - 1])
         for j, level in enumerate(LEVELS):
             expected = closes[-1] * math.exp(sigma * math.sqrt(h) * z[j])
             assert answer.body["quantiles"][f"{level:g}"][h - 1] == pytest.approx(expected, rel=1e-9), (h, level)

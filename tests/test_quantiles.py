@@ -277,7 +277,7 @@ def test_bad_quantile_heads_are_refused(head, words):
     sigma=st.floats(1e-5, 0.5),
 )
 def test_quantiles_never_cross(raw, offsets, sigma):
-    head = QuantileHead((0.05, 0.25, 0.5, 0.75, 0.95), np.array(offsets).reshape(5, 5))
+    head = QuantileHead((0.05, 0.25, 0.5, 0.75, 0.95), {"price": np.array(offsets).reshape(5, 5)})
     window = Window(np.zeros((20, 19), dtype=np.float32), 100.0, sigma)
     _, values = head.forecast(np.array([raw], dtype=np.float32), [window], [PRICE])
     assert (np.diff(values[0], axis=1) >= 0).all()

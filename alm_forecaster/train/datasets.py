@@ -42,6 +42,7 @@ class Series:
     bars: OHLCV | None = None
     embeddings: np.ndarray | None = None  # (n, D) float64 for an embeddings CSV
     info: dict = field(default_factory=dict)
+    kind: str = "price"  # the series kind (alm_forecaster.kinds) of ``prices``
 
     def __len__(self) -> int:
         return len(self.prices)

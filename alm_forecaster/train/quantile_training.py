@@ -28,7 +28,7 @@ from torch import nn
 from alm_forecaster import close_features, scaling
 from alm_forecaster.config import ModelConfig
 from alm_forecaster.heads import QuantileHead, monotone
-from alm_forecaster.kinds import PRICE, SeriesKind
+from alm_forecaster.kinds import KINDS, LEVEL, PRICE, SeriesKind
 from alm_forecaster.model import XLSTMForecaster
 from alm_forecaster.train.datasets import Series
 
@@ -45,6 +45,14 @@ class QuantileTrainConfig:
     validation_start: str = "2010-01-01"
     calibration_start: str = "2012-01-01"
     holdout_start: str = "2015-01-01"
+    # The spans of level series (the Treasury file ends in 2014: its last four years are held
+    # out, the three before them, zero rates included, calibrate).
+    level_validation_start: str = "2006-01-01"
+    level_calibration_start: str = "2008-01-01"
+    level_holdout_start: str = "2011-01-01"
+    #: A gap of more days than this between two observations splits a series in two (a tenor
+    #: that was not published for years: no window or target spans the gap).
+    max_gap_days: int = 10
     epochs: int = 25
     patience: int = 5
     batch_size: int = 256
@@ -56,17 +64,28 @@ class QuantileTrainConfig:
 
 @dataclass
 class Spans:
-    """Windows and standardised targets of one chronological span, pooled over series."""
+    """Windows and standardised targets of one chronological span, pooled over series, with the
+    kind of each window's series."""
 
     x: list[np.ndarray] = field(default_factory=list)
     z: list[np.ndarray] = field(default_factory=list)
+    kinds: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, x: np.ndarray, z: np.ndarray) -> None:
+    def add(self, x: np.ndarray, z: np.ndarray, kind: str) -> None:
         self.x.append(x)
         self.z.append(z)
+        self.kinds.append(np.full(len(x), kind))
 
-    def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(np.concatenate(self.x)), torch.from_numpy(np.concatenate(self.z))
+    def arrays(self, kind: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """All windows and targets (or those of one kind)."""
+        x, z = np.concatenate(self.x), np.concatenate(self.z)
+        if kind is not None:
+            rows = np.concatenate(self.kinds) == kind
+            x, z = x[rows], z[rows]
+        return torch.from_numpy(x), torch.from_numpy(z)
+
+    def count(self, kind: str) -> int:
+        return int(sum((k == kind).sum() for k in self.kinds))
 
 
 def samples(
@@ -83,19 +102,32 @@ def samples(
     return x[keep].astype(np.float32), z[ends[keep]].astype(np.float32)
 
 
+def spans_of(kind: str, cfg: QuantileTrainConfig) -> tuple[str, str, str]:
+    """(validation, calibration, held-out) starts of a series kind."""
+    if kind == LEVEL.name:
+        return cfg.level_validation_start, cfg.level_calibration_start, cfg.level_holdout_start
+    return cfg.validation_start, cfg.calibration_start, cfg.holdout_start
+
+
+def segments(s: Series, max_gap_days: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(dates, values) of each stretch of ``s`` without a gap longer than ``max_gap_days``."""
+    gaps = np.flatnonzero(np.diff(s.dates.astype("datetime64[D]").astype(np.int64)) > max_gap_days) + 1
+    return [(d, v) for d, v in zip(np.split(s.dates, gaps), np.split(s.prices, gaps), strict=True)]
+
+
 def split(series: list[Series], cfg: QuantileTrainConfig) -> dict[str, Spans]:
-    """Fit, validation and calibration windows of every series; the held-out span is left out."""
+    """Fit, validation and calibration windows of every series (each kind on its own spans); the
+    held-out span is left out."""
     spans = {name: Spans() for name in ("fit", "validation", "calibration")}
     for s in series:
-        pos = [
-            int(np.searchsorted(s.dates, np.datetime64(d)))
-            for d in (cfg.validation_start, cfg.calibration_start, cfg.holdout_start)
-        ]
-        bounds = {"fit": (0, pos[0]), "validation": (pos[0], pos[1]), "calibration": (pos[1], pos[2])}
-        for name, (lo, hi) in bounds.items():
-            # a window ending at t reads targets up to t + horizon: stop horizon days before the border
-            x, z = samples(s.prices, lo, hi - cfg.horizon, cfg.seq_len, cfg.horizon)
-            spans[name].add(x, z)
+        kind = KINDS[s.kind]
+        for dates, values in segments(s, cfg.max_gap_days):
+            pos = [int(np.searchsorted(dates, np.datetime64(d))) for d in spans_of(s.kind, cfg)]
+            bounds = {"fit": (0, pos[0]), "validation": (pos[0], pos[1]), "calibration": (pos[1], pos[2])}
+            for name, (lo, hi) in bounds.items():
+                # a window ending at t reads targets up to t + horizon: stop horizon days before the border
+                x, z = samples(values, lo, hi - cfg.horizon, cfg.seq_len, cfg.horizon, kind)
+                spans[name].add(x, z, s.kind)
     return spans
 
 
@@ -150,15 +182,20 @@ def fit(spans: dict[str, Spans], cfg: QuantileTrainConfig, log=print) -> tuple[X
 
 
 def calibrate(model: XLSTMForecaster, spans: dict[str, Spans], cfg: QuantileTrainConfig) -> QuantileHead:
-    """Per step and level, the level's quantile of (true - predicted) on the calibration span."""
-    x, z = spans["calibration"].arrays()
-    uncalibrated = QuantileHead(cfg.levels, np.zeros((cfg.horizon, len(cfg.levels))))
-    with torch.no_grad():
-        predicted = uncalibrated.standardised(model(x))
-    errors = z.double().numpy()[..., None] - predicted
-    offsets = np.stack(
-        [[np.quantile(errors[:, h, j], q) for j, q in enumerate(cfg.levels)] for h in range(cfg.horizon)]
-    )
+    """Per series kind, step and level: the level's quantile of (true - predicted) on that kind's
+    calibration span."""
+    offsets = {}
+    for kind in KINDS:
+        if not spans["calibration"].count(kind):
+            continue
+        x, z = spans["calibration"].arrays(kind)
+        uncalibrated = QuantileHead(cfg.levels, {kind: np.zeros((cfg.horizon, len(cfg.levels)))})
+        with torch.no_grad():
+            predicted = uncalibrated.standardised(model(x))
+        errors = z.double().numpy()[..., None] - predicted
+        offsets[kind] = np.stack(
+            [[np.quantile(errors[:, h, j], q) for j, q in enumerate(cfg.levels)] for h in range(cfg.horizon)]
+        )
     return QuantileHead(cfg.levels, offsets)
 
 
@@ -166,7 +203,7 @@ def train(series: list[Series], cfg: QuantileTrainConfig, log=print) -> dict:
     """The whole recipe -> a checkpoint dict (tensors and plain values: loads with weights_only=True)."""
     torch.set_num_threads(cfg.threads)
     spans = split(series, cfg)
-    counts = {name: int(sum(len(a) for a in span.x)) for name, span in spans.items()}
+    counts = {name: {kind: span.count(kind) for kind in KINDS} for name, span in spans.items()}
     log(f"windows: {counts}")
     model, history = fit(spans, cfg, log)
     head = calibrate(model, spans, cfg)
@@ -180,7 +217,7 @@ def train(series: list[Series], cfg: QuantileTrainConfig, log=print) -> dict:
             "kind": "quantile",
             "seq_len": cfg.seq_len,
             "prediction_offset": 1,
-            "trained_on": [{"name": s.name, "sha256": s.sha256, "rows": len(s.prices)} for s in series],
+            "trained_on": [{"name": s.name, "kind": s.kind, "sha256": s.sha256, "rows": len(s.prices)} for s in series],
             "spans": {k: v for k, v in asdict(cfg).items() if k.endswith("_start")},
             "window_counts": counts,
             "train_config": asdict(cfg),
