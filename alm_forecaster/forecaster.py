@@ -183,6 +183,7 @@ class Forecaster:
             "rows_needed": self.rows_needed,
             "predicted_steps": self.steps,
             "quantiles": list(self.levels) if self.levels else None,
+            "series_kinds": list(self.head.kinds),
             "parameter_count": self.model.parameter_count(),
             "device": str(self.device),
             "native_kernel": native.variant() if self.device.type == "cpu" else None,

@@ -54,6 +54,11 @@ class PointHead:
         return point, np.empty((*point.shape, 0))
 
 
+def head_for(quantile_head: QuantileHead | None, outputs: int) -> PointHead | QuantileHead:
+    """A checkpoint's head: its quantile head, else a point head of its ``outputs`` steps."""
+    return quantile_head if quantile_head is not None else PointHead(outputs)
+
+
 def monotone(raw: torch.Tensor, levels: int) -> torch.Tensor:
     """(B, K*Q) -> (B, K, Q), increasing along the last axis; Q is odd, the middle is the median."""
     raw = raw.reshape(raw.shape[0], -1, levels)

@@ -287,21 +287,26 @@ def series_error(param: str, problem: str, reason: str) -> InputError:
 
 
 def request_document(
-    model: str, series: list[tuple[str, np.ndarray, np.ndarray]], horizon: int = 5, quantiles: list | None = None
+    model: str,
+    series: list[tuple[str, np.ndarray, np.ndarray]],
+    horizon: int = 5,
+    quantiles: list | None = None,
+    kinds: dict[str, str] | None = None,
 ) -> dict:
-    """A ForecastRequest of daily series (name, dates, prices): what clients send."""
+    """A ForecastRequest of daily series (name, dates, values): what clients send; ``kinds``
+    names the series that are not prices (``{"ust10y": "level"}``)."""
     levels = quantiles if quantiles is not None else [0.05, 0.25, 0.5, 0.75, 0.95]
-    return {
-        "model": model,
-        "inputs": [
-            {
-                "type": UNIVARIATE,
-                "name": name,
-                "series": [float(p) for p in prices],
-                "frequency": "D",
-                "start_timestamp": str(np.datetime64(dates[0], "D")) + "T00:00:00Z",
-            }
-            for name, dates, prices in series
-        ],
-        "options": {"horizon": horizon, "quantiles": levels},
-    }
+    inputs = []
+    for name, dates, values in series:
+        item = {
+            "type": UNIVARIATE,
+            "name": name,
+            "series": [float(v) for v in values],
+            "frequency": "D",
+            "start_timestamp": str(np.datetime64(dates[0], "D")) + "T00:00:00Z",
+        }
+        kind = (kinds or {}).get(name, DEFAULT_KIND)
+        if kind != DEFAULT_KIND:
+            item["kind"] = kind
+        inputs.append(item)
+    return {"model": model, "inputs": inputs, "options": {"horizon": horizon, "quantiles": levels}}

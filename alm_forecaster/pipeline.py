@@ -20,7 +20,7 @@ from alm_forecaster.checkpoint import LoadedCheckpoint
 from alm_forecaster.contract import Window
 from alm_forecaster.errors import InputError, RequestError, fault
 from alm_forecaster.forecast import Forecast
-from alm_forecaster.heads import PointHead, QuantileHead
+from alm_forecaster.heads import PointHead, QuantileHead, head_for
 from alm_forecaster.inputs import model_input
 from alm_forecaster.request import Job
 
@@ -49,7 +49,7 @@ class Pipeline:
         self.model = loaded.model.to(device).eval()
         self.precision = self._usable_precision(precision)
         self.input = model_input(loaded.feature_pipeline, name, loaded.config.input_size, seq_len)
-        self.head: PointHead | QuantileHead = loaded.quantile_head or PointHead(loaded.config.output_size)
+        self.head: PointHead | QuantileHead = head_for(loaded.quantile_head, loaded.config.output_size)
 
     def _usable_precision(self, requested: str) -> str:
         """``requested`` when this device and kernel have it; bf16 elsewhere serves float32

@@ -52,6 +52,7 @@ import yaml
 
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.errors import CheckpointError
+from alm_forecaster.heads import head_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,9 +213,13 @@ def build(spec: ArchiveSpec, export_path: Path, archive_format: str = "zip-store
         (tmp / "pkg").mkdir()
         has_kernel = stage_package(tmp / "pkg")
         config_file = tmp / "model-config.yaml"
+        head = head_for(loaded.quantile_head, loaded.config.output_size)
+        serves = {"serves": {"series_kinds": list(head.kinds), "steps": head.steps, "quantiles": list(head.levels)}}
         config_file.write_text(
             f"# Effective config of model {spec.name} {spec.version}, written by alm_ops/archive.py\n"
             + yaml.safe_dump(spec.config, sort_keys=False)
+            + "# What the checkpoint serves (read from it; for operators, not read by the handler)\n"
+            + yaml.safe_dump(serves, sort_keys=False)
         )
         out_dir = tmp / "out"
         out_dir.mkdir()
@@ -255,7 +260,8 @@ def build(spec: ArchiveSpec, export_path: Path, archive_format: str = "zip-store
     untrained = " UNTRAINED" if loaded.config.declared.get("untrained") else ""
     print(
         f"built {_show(target)}: model {spec.name} {spec.version}{untrained}, checkpoint {_show(spec.checkpoint)} "
-        f"(sha256 {loaded.sha256[:12]}, hidden {loaded.config.hidden_size}, {loaded.config.output_size} steps), "
+        f"(sha256 {loaded.sha256[:12]}, hidden {loaded.config.hidden_size}, {loaded.config.output_size} outputs, "
+        f"series kinds {', '.join(head.kinds)}), "
         f"{size / 1e6:.1f} MB, compiled kernel {'included' if has_kernel else 'not built (pure PyTorch)'}"
     )
     for warning in loaded.warnings:

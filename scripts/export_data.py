@@ -5,16 +5,18 @@
     python scripts/export_data.py sp500 examples/sp500_tail_embeddings.csv --tail 100 \\
         --embeddings models/sp500_xlstm.pt                                   # the same days as embeddings
     python scripts/export_data.py nasdaq examples/nasdaq_close.csv --tail 300 --close   # one price a day
-    python scripts/export_data.py nasdaq,sp500,wti examples/portfolio.json --tail 300 --request
+    python scripts/export_data.py ust:3M examples/ust_3m.csv --tail 300 --close         # one yield a day
+    python scripts/export_data.py nasdaq,sp500,wti,ust:10Y examples/portfolio.json --tail 300 --request
                                                                              # many series, one JSON request
 
 OHLCV files have ISO dates and the columns Date, Open, High, Low, Close, Adj Close, Volume.
 Embedding files (``date, emb_0.., last_price``) are built by the checkpoint's own feature
 pipeline, one row per day with complete features (the first 60 rows of the tail are the
 lookback), float32 values written exactly: sent to the server they give the same forecast
-as the OHLCV file they come from. ``--close`` writes ``Date,Close`` (WTI too); ``--request``
-writes a KServe time-series ForecastRequest of the named series (their closes, ``horizon`` 5 and
-every quantile level of the default model).
+as the OHLCV file they come from. ``--close`` writes ``Date,Close`` (WTI too; a Treasury tenor
+``ust:<tenor>`` writes ``Date,<tenor>``, a level series); ``--request`` writes a KServe
+time-series ForecastRequest of the named series (their closes or yields, each with its ``kind``,
+``horizon`` 5 and every quantile level of the default model).
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.close or args.request:
         names = args.dataset.split(",")
-        series = [price_series.arch_prices(name) for name in names]
+        series = [price_series.load(name) for name in names]
         tail = slice(-args.tail if args.tail else None, None)
         if args.request:
             inputs = [(name, s.dates[tail], s.prices[tail]) for name, s in zip(names, series, strict=True)]
-            args.output.write_text(json.dumps(kserve.request_document("alm_quantiles", inputs), indent=1) + "\n")
+            kinds = {name: s.kind for name, s in zip(names, series, strict=True)}
+            document = kserve.request_document("alm_quantiles", inputs, kinds=kinds)
+            args.output.write_text(json.dumps(document, indent=1) + "\n")
         else:
-            lines = ["Date,Close"] + [
+            column = names[0].removeprefix(price_series.TREASURY_PREFIX) if series[0].kind != "price" else "Close"
+            lines = [f"Date,{column}"] + [
                 f"{d},{p!r}" for d, p in zip(series[0].dates[tail], series[0].prices[tail].tolist(), strict=True)
             ]
             args.output.write_text("\n".join(lines) + "\n")

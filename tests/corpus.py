@@ -1,10 +1,7 @@
-"""The request corpora the tests replay: the hostile CSV cases and the answers recorded for replay.
+"""The hostile-input corpus: CSV bodies for the embeddings contract of the tiny model.
 
-* ``CASES``: the bad-input corpus (CSV bodies for the embeddings contract of the tiny model),
-  sent over five transports by tests/test_hostile_inputs.py against the real server;
-* ``replay_requests()``: every served example of the README, the hostile corpus and the price
-  and JSON cases of the quantile model, as in-process requests; tests/test_replay.py replays
-  them and compares each answer with the one recorded in tests/replay/answers.json.
+``CASES`` is sent over five transports by tests/test_hostile_inputs.py against the real server,
+and replayed in-process with the rest of tests/replay_corpus.py by tests/test_replay.py.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alm_forecaster.testing.synthetic import TINY, embeddings_csv, price_csv, price_series
+from alm_forecaster.testing.synthetic import TINY, embeddings_csv
 
 MODEL = "hostile"
 ROWS = 24  # data rows of the base file; the model reads the last 20 (rows 5..24, lines 6..25)
@@ -328,155 +325,3 @@ EXTRA_TRANSPORTS: dict[str, Callable[[bytes], dict]] = {
     # No Content-Type header at all (requests sends none for bytes): the raw body arrives as bytes.
     "no-content-type": lambda body: {"data": body},
 }
-
-
-# -- the replay corpus -----------------------------------------------------------------------
-
-#: The byte limit the replayed hostile bodies are sized for (config.properties' max_request_size).
-REPLAY_LIMIT = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Replay:
-    """One in-process request of the replay: which model, the body, its content type and options."""
-
-    id: str
-    model: str  # tiny | alm_quantiles | sp500_xlstm | seed_untrained
-    body: bytes | dict
-    content_type: str | None = None
-    horizon: str | None = None
-    quantiles: str | None = None
-
-
-def _price_lines(rows: int = 300, seed: int = 4) -> list[str]:
-    return price_csv(rows, seed=seed).decode().splitlines()
-
-
-def _joined(lines: list[str]) -> bytes:
-    return ("\n".join(lines) + "\n").encode()
-
-
-def _price_cases() -> list[Replay]:
-    """Single-price CSVs for the quantile model: good ones in several layouts, and each refusal."""
-    lines = _price_lines()
-    row = lines[100].split(",")
-    mutations = {
-        "too-few-rows": lines[:200],
-        "negative-price": [*lines[:100], lines[100].replace(",", ",-", 1), *lines[101:]],
-        "zero-price": [*lines[:100], row[0] + ",0", *lines[101:]],
-        "text-price": [*lines[:100], row[0] + ",abc", *lines[101:]],
-        "nan-price": [*lines[:100], row[0] + ",nan", *lines[101:]],
-        "empty-price": [*lines[:100], row[0] + ",", *lines[101:]],
-        "slash-date": [*lines[:100], "2021/05/03," + row[1], *lines[101:]],
-        "newest-first": [lines[0], *lines[:0:-1]],
-        "repeated-date": [*lines[:100], lines[99], *lines[101:]],
-        "no-date-column": ["Close,Volume", *lines[1:]],
-        "two-unnamed-columns": ["Date,A,B", *[line + ",1" for line in lines[1:]]],
-        "constant-series": [lines[0], *[f"{r.split(',')[0]},100.0" for r in lines[1:]]],
-        "adj-close-and-close": ["Date,Adj Close,Close", *[f"{r},{float(r.split(',')[1]) * 1.01!r}" for r in lines[1:]]],
-        "value-column": ["observation_date,VALUE", *lines[1:]],
-        "only-other-column": ["Date,DCOILWTICO", *lines[1:]],
-    }
-    cases = [Replay(f"prices/{name}", "alm_quantiles", _joined(body)) for name, body in mutations.items()]
-    good = _joined(lines)
-    for horizon, quantiles in (("3", None), (None, "0.05,0.95"), ("1", "0.5"), ("0", None), ("6", None)):
-        cases.append(Replay(f"prices/options-{horizon}-{quantiles}", "alm_quantiles", good, None, horizon, quantiles))
-    for horizon, quantiles in (("two", None), (None, "0.1"), (None, "0.05,x"), (None, ",")):
-        cases.append(Replay(f"prices/options-{horizon}-{quantiles}", "alm_quantiles", good, None, horizon, quantiles))
-    cases.append(Replay("prices/embeddings-to-a-price-model", "alm_quantiles", embeddings_csv(20, 19)))
-    cases.append(Replay("prices/crlf-bom", "alm_quantiles", b"\xef\xbb\xbf" + good.replace(b"\n", b"\r\n")))
-    return cases
-
-
-def _series(name: str, rows: int, seed: int) -> dict:
-    days, closes = price_series(rows, seed=seed)
-    return {
-        "type": "univariate_time_series",
-        "name": name,
-        "series": [float(c) for c in closes],
-        "frequency": "D",
-        "start_timestamp": str(days[0]) + "T00:00:00Z",
-    }
-
-
-def _document(*inputs: dict, **options) -> dict:
-    document = {"model": "alm_quantiles", "inputs": list(inputs)}
-    if options:
-        document["options"] = options
-    return document
-
-
-def _json_cases() -> list[Replay]:
-    """KServe ForecastRequests for the quantile model: whole, partial, all-error, malformed."""
-    a, b, c = _series("a", 300, 20), _series("b", 290, 21), _series("c", 100, 22)
-    no_start = {k: v for k, v in _series("d", 280, 23).items() if k != "start_timestamp"}
-    documents = {
-        "two-series": _document(a, b),
-        "two-series-options": _document(a, b, horizon=3, quantiles=[0.05, 0.95]),
-        "partial": _document(a, c, {**b, "series": [1.0, -2.0]}, horizon=5, quantiles=[0.05, 0.5, 0.95]),
-        "all-error": _document(c, {**a, "frequency": "W"}, {**b, "type": "multivariate_time_series"}),
-        "weekly": _document({**a, "frequency": "W"}),
-        "no-start-timestamp": _document(no_start, quantiles=[0.5]),
-        "bad-timestamp": _document({**a, "start_timestamp": "yesterday"}),
-        "text-in-series": _document({**a, "series": [*a["series"][:10], "x", *a["series"][11:]]}),
-        "bool-in-series": _document({**a, "series": [True, *a["series"][1:]]}),
-        "nan-in-series": _document({**a, "series": [*a["series"][:-1], float("nan")]}),
-        "empty-series": _document({**a, "series": []}),
-        "series-not-a-list": _document({**a, "series": "1,2,3"}),
-        "horizon-9": _document(a, horizon=9),
-        "quantile-not-offered": _document(a, quantiles=[0.1]),
-        "quantiles-not-a-list": _document(a, quantiles="0.5"),
-        "no-model": {"inputs": [a]},
-        "inputs-empty": {"model": "m", "inputs": []},
-        "inputs-not-a-list": {"model": "m", "inputs": {}},
-        "input-not-an-object": {"model": "m", "inputs": [3]},
-        "no-name": {"model": "m", "inputs": [{"series": [1.0]}]},
-        "duplicate-names": {"model": "m", "inputs": [a, {**b, "name": "a"}]},
-        "options-not-an-object": {"model": "m", "inputs": [a], "options": []},
-    }
-    cases = [Replay(f"json/{name}", "alm_quantiles", doc, "application/json") for name, doc in documents.items()]
-    for name, raw in (("not-json", b"{not json"), ("a-list", b"[1, 2]"), ("not-utf8", b'{"model": "\xff"}')):
-        cases.append(Replay(f"json/{name}", "alm_quantiles", raw, "application/json"))
-    return cases
-
-
-def _example_cases(examples) -> list[Replay]:  # noqa: ANN001 - the examples/ folder (a Path)
-    """The README's served examples, to every model they could be sent to."""
-    nasdaq = (examples / "nasdaq_close.csv").read_bytes()
-    ohlcv = (examples / "sp500_tail.csv").read_bytes()
-    embeddings = (examples / "sp500_tail_embeddings.csv").read_bytes()
-    portfolio = json.loads((examples / "portfolio.json").read_text())
-    return [
-        Replay("examples/nasdaq-close", "alm_quantiles", nasdaq),
-        Replay("examples/nasdaq-close-text-csv", "alm_quantiles", nasdaq.decode(), "text/csv"),
-        Replay("examples/nasdaq-close-3-steps", "alm_quantiles", nasdaq, None, "3", "0.05,0.95"),
-        Replay("examples/portfolio", "alm_quantiles", portfolio, "application/json"),
-        Replay("examples/portfolio-as-bytes", "alm_quantiles", json.dumps(portfolio).encode(), "application/json"),
-        Replay("examples/sp500-ohlcv-to-quantiles", "alm_quantiles", ohlcv),
-        Replay("examples/sp500-ohlcv", "sp500_xlstm", ohlcv),
-        Replay("examples/sp500-ohlcv-2-steps", "sp500_xlstm", ohlcv, None, "2"),
-        Replay("examples/sp500-ohlcv-quantiles", "sp500_xlstm", ohlcv, None, None, "0.5"),
-        Replay("examples/sp500-embeddings", "sp500_xlstm", embeddings),
-        Replay("examples/nasdaq-close-to-ohlcv-model", "sp500_xlstm", nasdaq),
-        Replay("examples/portfolio-to-ohlcv-model", "sp500_xlstm", portfolio, "application/json"),
-        Replay("examples/seed-embeddings", "seed_untrained", embeddings_csv(20, 128)),
-        Replay("examples/seed-ohlcv", "seed_untrained", ohlcv),
-        Replay("examples/seed-json", "seed_untrained", portfolio, "application/json"),
-    ]
-
-
-def replay_requests(examples) -> list[Replay]:  # noqa: ANN001 - the examples/ folder (a Path)
-    """Every request of the replay, ids unique."""
-    hostile = []
-    for case in CASES:
-        for transport, content_type in (("bytes", None), ("text", "text/csv")):
-            body = case.body(REPLAY_LIMIT)
-            if transport == "text":
-                try:
-                    body = body.decode("utf-8")
-                except UnicodeDecodeError:
-                    continue  # TorchServe hands undecodable text/csv bodies over as bytes
-            hostile.append(Replay(f"hostile/{case.id}/{transport}", "tiny", body, content_type))
-    cases = _example_cases(examples) + hostile + _price_cases() + _json_cases()
-    assert len({case.id for case in cases}) == len(cases)
-    return cases

@@ -50,6 +50,7 @@ FIRST_PARTY = {
     "scripts": "scripts",
     "tests.helpers": "test-helpers",
     "tests.corpus": "test-helpers",
+    "tests.replay_corpus": "test-helpers",
     "tests.conftest": "test-module",
     "tests.deploy.conftest": "test-helpers",
     "tests.deploy.containers": "test-helpers",

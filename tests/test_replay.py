@@ -1,6 +1,6 @@
 """Every served example and every hostile case, answered in-process, compared with the recorded answers.
 
-tests/replay/answers.json holds, per request of `tests.corpus.replay_requests`, the status, the
+tests/replay/answers.json holds, per request of `tests.replay_corpus.replay_requests`, the status, the
 metrics reason and the exact JSON text the handler would send (ids and times masked). A change
 of any answer, a byte included, fails here: a restructuring must change none; a change that is
 meant is recorded again with ``pytest tests/test_replay.py --record-replay`` and reviewed in the
@@ -22,8 +22,8 @@ import pytest
 from alm_forecaster import native
 from alm_forecaster.forecaster import Forecaster, Request
 from alm_forecaster.testing.synthetic import TINY, write_checkpoint
-from tests.corpus import replay_requests
 from tests.helpers import ROOT, SEED
+from tests.replay_corpus import replay_requests
 
 ANSWERS = ROOT / "tests" / "replay" / "answers.json"
 CASES = replay_requests(ROOT / "examples")
@@ -57,8 +57,8 @@ def masked(value: object) -> object:
     return value
 
 
-def answer(forecaster: Forecaster, case) -> dict:  # noqa: ANN001 - a tests.corpus.Replay
-    outcome = forecaster.predict([Request(case.body, case.content_type, case.horizon, case.quantiles)])[0]
+def answer(forecaster: Forecaster, case) -> dict:  # noqa: ANN001 - a tests.replay_corpus.Replay
+    outcome = forecaster.predict([Request(case.body, case.content_type, case.horizon, case.quantiles, case.kind)])[0]
     return {"status": outcome.status, "reason": outcome.reason, "body": json.dumps(masked(outcome.body))}
 
 
