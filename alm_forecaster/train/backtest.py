@@ -37,7 +37,7 @@ VAR_LEVEL = 0.05
 #: points of log return; levels: hundredths of the series' unit (basis points of a yield in percent).
 UNITS = {
     PRICE.name: ("bp of log return", 1e4),
-    LEVEL.name: ("bp (0.01 of the series' unit)", 1e2),
+    LEVEL.name: ("bp = 0.01 of the series' unit", 1e2),
 }
 #: Per kind: the CSV header a backtest request is sent with.
 _HEADERS = {PRICE.name: "Date,Close", LEVEL.name: "Date,Value"}
