@@ -299,8 +299,8 @@ def level_finding(results: dict) -> tuple[str, list[str]]:
             text.append(
                 f"{e['side']} (n={e['origins']}): 90% coverage {first['coverage90']:.3f} at step 1, "
                 f"{last['coverage90']:.3f} at step {last['step']} (below q05 / above q95 there "
-                f"{last['below_q05']:.3f} / {last['above_q95']:.3f}), mean |change| x{growth(e):.2f} from step 1 "
-                f"to {last['step']}, pinball / FHS {fhs:.3f}"
+                f"{last['below_q05']:.3f} / {last['above_q95']:.3f}), mean absolute change x{growth(e):.2f} "
+                f"from step 1 to {last['step']}, pinball / FHS {fhs:.3f}"
             )
         lines.append(f"- {m['series']}: " + "; ".join(text))
     steps = len(results["series"][0][0]["methods"]["model"]["steps"])
@@ -312,7 +312,7 @@ def level_finding(results: dict) -> tuple[str, list[str]]:
         f"from {results['split_start']} on, "
         + "; ".join(
             f"{name} ({', '.join(s['series'])}): 90% coverage {span(s['first'], '.3f')} at step 1, "
-            f"{span(s['last'], '.3f')} at step {steps}; mean |change| grows x{span(s['growth'], '.2f')} from "
+            f"{span(s['last'], '.3f')} at step {steps}; mean absolute change grows x{span(s['growth'], '.2f')} from "
             f"step 1 to {steps}"
             for name, s in sides.items()
         )
