@@ -4,7 +4,10 @@
     python scripts/backtest.py --checkpoint models/alm_quantiles.pt prices.csv --start 2020-01-01 --plot fan.png
 
 prices.csv: a Date column and one price column (Close, Adj Close, Price, Value, or the only
-other column; any case), oldest first; OHLCV files are read through their close. Rolling
+other column; any case), oldest first; OHLCV files are read through their close. A level series
+(a rate, a spread: values that can be zero or negative) is ``rates.csv@level`` or a Treasury
+tenor ``ust:10Y``: sent with the level kind, scored in differences, losses in bp of its units
+(0.01 of a unit). Rolling
 origins: every day (--every N: every Nth) from --start (default: the first day with a full
 window behind it) that has the model's K days after it. Prints, per step, coverage of the 50%
 and 90% intervals, mean pinball loss and Winkler score, for the model and for historical
@@ -28,7 +31,10 @@ from alm_forecaster.train import backtest, price_series
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("prices", help="a CSV of daily prices (or an arch dataset name: sp500, nasdaq, wti)")
+    parser.add_argument(
+        "prices",
+        help="a CSV of daily prices (or an arch dataset name: sp500, nasdaq, wti; ust:<tenor>; file.csv@level)",
+    )
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--start", default=None, help="first origin date (YYYY-MM-DD)")
     parser.add_argument("--every", type=int, default=1, help="an origin every N days")
@@ -43,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         series = price_series.load(args.prices)
         start = int(np.searchsorted(series.dates, np.datetime64(args.start))) if args.start else None
         bt = backtest.run(
-            forecaster, series.name, series.dates, series.prices, start, args.every, baselines_too=not args.no_baselines
+            forecaster,
+            series.name,
+            series.dates,
+            series.prices,
+            start,
+            args.every,
+            baselines_too=not args.no_baselines,
+            kind=series.kind,
         )
     except (ValueError, OSError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,6 +5,8 @@
     python scripts/evaluate.py CKPT embeddings.csv                            # emb_0.., last_price
     python scripts/evaluate.py models/alm_quantiles.pt sp500 wti --unseen nasdaq --out docs \
         --stem distribution-report                                            # a quantile model
+    python scripts/evaluate.py models/alm_quantiles.pt ust:3M ust:6M ust:1Y ust:2Y ust:5Y ust:10Y \
+        ust:30Y --out docs --stem rates-report                                # ... on level series
 
 Point models, on the held-out chronological tail: per horizon step MAE, RMSE, MAPE and
 directional accuracy against naive persistence (price stays at the last close), the training
@@ -13,6 +15,15 @@ span's drift and a ridge model on the same inputs; Diebold-Mariano tests.
 Quantile models, from the checkpoint's held-out start on, on the series it was trained on and
 on --unseen ones: coverage, pinball, Winkler, the 5% VaR backtest and point MAE against
 historical simulation, GARCH(1,1)-t and persistence (`alm_forecaster.train.distribution_report`).
+
+Level series (``ust:<tenor>``, the Treasury par yields in data/, or ``file.csv@level``; all the
+series of one run, which must then all be levels) get the rates report instead
+(`alm_forecaster.train.rates_report`): from the checkpoint's level held-out start
+(``spans.level_holdout_start``) on, coverage and pinball per step against historical simulation,
+filtered HS and GARCH(1,1)-t, the step-1 VaR backtests, the same series shifted down by 3 (negative
+rates) through the served path, the split by level at the origin (from
+``spans.level_validation_start`` on) and a verdict table; pinball losses in bp of the series' units.
+``--every N`` (quantile models) takes an origin every N days (a quick look; reports use 1).
 
 Either way: a Markdown report, a JSON file and PNG plots.
 """
@@ -27,7 +38,8 @@ from pathlib import Path
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.errors import CheckpointError
 from alm_forecaster.forecaster import Forecaster
-from alm_forecaster.train import datasets, distribution_report, price_series
+from alm_forecaster.kinds import LEVEL
+from alm_forecaster.train import datasets, distribution_report, price_series, rates_report
 from alm_forecaster.train.evaluation import evaluate, verdict, write_report
 
 
@@ -46,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--holdout-start", default=None, help="quantile models: first origin (default: the checkpoint's)"
     )
+    parser.add_argument("--every", type=int, default=1, help="quantile models: an origin every N days (default 1)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="directory for the report and plots")
     parser.add_argument("--stem", default=None, help="report file name stem (default: <model>-report)")
     parser.add_argument("--name", default=None, help="model name in the report (default: the file stem)")
@@ -80,23 +93,48 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate_quantiles(args: argparse.Namespace, command: str) -> int:
     forecaster = Forecaster.from_checkpoint(args.checkpoint, args.name, device="cpu")
-    start = args.holdout_start or forecaster.loaded.metadata.get("spans", {}).get("holdout_start")
-    if not start:
-        print("error: the checkpoint records no held-out start; pass --holdout-start", file=sys.stderr)
-        return 2
     try:
         series = [(spec, "trained", price_series.load(spec)) for spec in args.data]
         series += [(spec, "unseen", price_series.load(spec)) for spec in args.unseen]
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    kinds = {s.kind for _, _, s in series}
+    if LEVEL.name in kinds:
+        if len(kinds) > 1:
+            print("error: evaluate level series and prices in separate runs (two reports)", file=sys.stderr)
+            return 2
+        return evaluate_levels(args, command, forecaster, [s for _, _, s in series])
+    start = args.holdout_start or forecaster.loaded.metadata.get("spans", {}).get("holdout_start")
+    if not start:
+        print("error: the checkpoint records no held-out start; pass --holdout-start", file=sys.stderr)
+        return 2
     results = distribution_report.evaluate(
-        forecaster, [(s.name, role, s.dates, s.prices) for _, role, s in series], start
+        forecaster, [(s.name, role, s.dates, s.prices) for _, role, s in series], start, args.every
     )
     written = distribution_report.write(results, args.out, args.stem or f"{forecaster.name}-distribution", command)
     for m, _ in results["series"]:
         for t in m["targets"]:
             print(f"{m['series']}: {t['target']}: {t['figure']} -> {distribution_report.verdict_word(t)}")
+    print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def evaluate_levels(args: argparse.Namespace, command: str, forecaster: Forecaster, series: list) -> int:
+    """The rates report of level series, from the checkpoint's level held-out start on."""
+    spans = rates_report.spans_of(forecaster)
+    start = args.holdout_start or spans.get("holdout_start")
+    if not start:
+        print("error: the checkpoint records no level held-out start; pass --holdout-start", file=sys.stderr)
+        return 2
+    try:
+        results = rates_report.evaluate(forecaster, series, start, spans.get("validation_start"), args.every)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    written = rates_report.write(results, args.out, args.stem or f"{forecaster.name}-rates", command)
+    for row in rates_report.verdict(results):
+        print(f"{row['target']}: {row['figure']} -> {distribution_report.verdict_word(row)}")
     print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
 

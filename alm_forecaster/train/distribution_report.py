@@ -20,8 +20,11 @@ COVERAGE_TOLERANCE = {"trained": 0.03, "unseen": 0.05}
 POINT_MAE_TOLERANCE = 0.02
 
 
-def evaluate(forecaster: Forecaster, series: list[tuple[str, str, np.ndarray, np.ndarray]], start: str) -> dict:
-    """``series``: (name, "trained" | "unseen", dates, prices); origins from ``start`` on."""
+def evaluate(
+    forecaster: Forecaster, series: list[tuple[str, str, np.ndarray, np.ndarray]], start: str, every: int = 1
+) -> dict:
+    """``series``: (name, "trained" | "unseen", dates, prices); origins from ``start`` on, one
+    every ``every`` days."""
     results = {
         "model": forecaster.name,
         "checkpoint_sha256": forecaster.loaded.sha256,
@@ -30,7 +33,7 @@ def evaluate(forecaster: Forecaster, series: list[tuple[str, str, np.ndarray, np
     }
     for name, role, dates, prices in series:
         first = int(np.searchsorted(dates, np.datetime64(start)))
-        bt = backtest.run(forecaster, name, dates, prices, start=first)
+        bt = backtest.run(forecaster, name, dates, prices, start=first, every=every)
         m = backtest.metrics(bt)
         m["role"] = role
         m["targets"] = targets(m, role)
