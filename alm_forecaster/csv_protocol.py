@@ -13,6 +13,8 @@ keys are the levels as decimal strings, their values prices for steps 1..horizon
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from alm_forecaster import options
@@ -32,7 +34,7 @@ def decode(request: Request, pipeline: Pipeline) -> Job:
     kind = options.series_kind(request.kind, pipeline.head.kinds)
     hint = LEVEL_HINT if LEVEL.name in pipeline.head.kinds else ""
     window = pipeline.input.csv_window(request.body, kind, hint)
-    return Job(chosen, ("",), (kind,), [window], [None], encode)
+    return Job(chosen, ("",), (kind,), [window], [None], sys.modules[__name__])
 
 
 def encode(job: Job, forecast: Forecast) -> Outcome:
@@ -50,6 +52,11 @@ def encode(job: Job, forecast: Forecast) -> Outcome:
     if forecast.levels:
         body["quantiles"] = forecast.by_level(0)
     return Outcome(OK, body, None, forecast)
+
+
+def error(exc: BaseException) -> Outcome:
+    """``{"error": "<message>", "code": <status>}`` with the status of the problem."""
+    return Outcome.from_error(exc)
 
 
 def read_answer(body: dict) -> Forecast:

@@ -76,5 +76,16 @@ def fault(exc: BaseException) -> RequestError:
     )
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A client's value as a message shows it: its repr, cut to ``limit`` characters; a JSON array
+    or object by its kind (a client may send anything, nested as deep as a decoder allows)."""
+    if isinstance(value, list | tuple):
+        return f"a JSON array of {len(value)}"
+    if isinstance(value, dict):
+        return f"a JSON object of {len(value)} keys"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class CheckpointError(ValueError):
     """A model file that must not be served, with the file named in the message."""

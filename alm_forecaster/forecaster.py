@@ -34,7 +34,7 @@ from alm_forecaster.errors import InputError
 from alm_forecaster.kinds import PRICE
 from alm_forecaster.outcome import Outcome
 from alm_forecaster.pipeline import Pipeline
-from alm_forecaster.request import Job, Request
+from alm_forecaster.request import Job, Request, WireProtocol
 
 log = logging.getLogger(__name__)
 
@@ -139,28 +139,33 @@ class Forecaster:
         outcomes: dict[int, Outcome] = {}
         jobs: dict[int, Job] = {}
         for i, request in enumerate(requests):
+            request = request if isinstance(request, Request) else Request(request)
+            protocol = self.protocol(request)
             try:
-                jobs[i] = self.decode(request if isinstance(request, Request) else Request(request))
+                jobs[i] = self.decode(request)
             except Exception as exc:
-                outcomes[i] = Outcome.from_error(exc)
+                outcomes[i] = protocol.error(exc)
         decoded = time.perf_counter()
         forecasts = self.pipeline.run(jobs)
         forwarded = time.perf_counter()
         for i, job in jobs.items():
             try:
-                outcomes[i] = job.encode(job, forecasts[i])
+                outcomes[i] = job.protocol.encode(job, forecasts[i])
             except Exception as exc:
-                outcomes[i] = Outcome.from_error(exc)
+                outcomes[i] = job.protocol.error(exc)
         done = time.perf_counter()
         timings.parse_ms = (decoded - start) * 1e3
         timings.forward_ms = (forwarded - decoded) * 1e3
         timings.response_ms = (done - forwarded) * 1e3
         return [outcomes[i] for i in range(len(requests))]
 
+    def protocol(self, request: Request) -> WireProtocol:
+        """The protocol a request speaks: KServe's JSON document, or a CSV."""
+        return kserve if kserve.is_json(request.body, request.content_type) else csv_protocol
+
     def decode(self, request: Request) -> Job:
         """A request -> its job, by its protocol; raises `InputError` naming what is wrong with it."""
-        protocol = kserve if kserve.is_json(request.body, request.content_type) else csv_protocol
-        return protocol.decode(request, self.pipeline)
+        return self.protocol(request).decode(request, self.pipeline)
 
     def parse(self, payload: bytes | bytearray | str) -> Window:
         """A CSV body -> its validated window; raises `InputError` naming the problem."""

@@ -21,15 +21,18 @@ len(series) days, as the protocol computes it; the steps are the series' next ob
 
 from __future__ import annotations
 
-import json
+import math
+import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
+from alm_forecaster import json_limits
 from alm_forecaster import options as forecast_options
-from alm_forecaster.errors import MALFORMED, InputError, RequestError
+from alm_forecaster.errors import MALFORMED, InputError, RequestError, fault, shown
 from alm_forecaster.forecast import Forecast
 from alm_forecaster.kinds import DEFAULT as DEFAULT_KIND
 from alm_forecaster.kinds import LEVEL, PRICE, SeriesKind
@@ -41,7 +44,9 @@ from alm_forecaster.request import Job, Request
 CONTENT_TYPE = "application/json"
 UNIVARIATE = "univariate_time_series"
 DAILY = ("D", "DAY")
-MAX_SERIES = 1000
+MAX_SERIES = json_limits.MAX_SERIES
+#: A start_timestamp: an ISO 8601 date, optionally a time (seconds, fractions) and a zone.
+ISO_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?")
 #: How a refused price names the fix, when the model also forecasts levels.
 LEVEL_HINT = 'set "kind": "level" on this input'
 
@@ -77,7 +82,7 @@ def decode(request: Request, pipeline: Pipeline) -> Job:
         document.horizon, document.quantiles, head.steps, head.levels or None, default_levels=False
     )
     windows, errors = pipeline.input.series_windows(document.panel)
-    return Job(chosen, document.panel.names, document.panel.kinds, windows, errors, encode, document)
+    return Job(chosen, document.panel.names, document.panel.kinds, windows, errors, sys.modules[__name__], document)
 
 
 def is_json(payload: dict | bytes | bytearray | str, content_type: str | None) -> bool:
@@ -88,39 +93,47 @@ def is_json(payload: dict | bytes | bytearray | str, content_type: str | None) -
     return bool(content_type) and content_type.split(";")[0].strip().lower() == CONTENT_TYPE
 
 
-def parse(payload: dict | bytes | bytearray | str, kinds: tuple[str, ...] = (DEFAULT_KIND,)) -> TimeSeriesRequest:
+def parse(payload: object, kinds: tuple[str, ...] = (DEFAULT_KIND,)) -> TimeSeriesRequest:
     """The request document, its inputs read as the series ``kinds`` the model serves; a
     malformed document is a 400 naming the field."""
-    if isinstance(payload, dict):
-        document = payload
-    else:
-        try:
-            document = json.loads(payload)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _document(f"the body is not valid JSON ({exc})") from None
+    try:
+        document = payload if not isinstance(payload, bytes | bytearray | str) else json_limits.loads(payload)
+        json_limits.check_depth(document)  # decoded by TorchServe (any JSON value), or here
+    except InputError as exc:
+        raise _document(exc.message, exc.param or "", exc.reason) from None
     if not isinstance(document, dict):
-        raise _document("the body must be a JSON object (a ForecastRequest)")
+        raise _document("the body must be a JSON object (a ForecastRequest)", "")
     model = document.get("model")
     if not isinstance(model, str) or not model:
-        raise _document("'model' must be a non-empty string")
+        raise _document("'model' must be a non-empty string", "model")
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise _document("'inputs' must be a non-empty list of time series")
+        raise _document("'inputs' must be a non-empty list of time series", "inputs")
     if len(inputs) > MAX_SERIES:
-        raise _document(f"'inputs' has {len(inputs)} series; at most {MAX_SERIES} per request")
+        raise _limit(json_limits.too_large("inputs", "series", len(inputs), MAX_SERIES))
     options = document.get("options", {})
     if not isinstance(options, dict):
-        raise _document("'options' must be an object (horizon, quantiles)")
+        raise _document("'options' must be an object (horizon, quantiles)", "options")
+    if len(options) > json_limits.MAX_OPTIONS:
+        raise _limit(json_limits.too_large("options", "keys", len(options), json_limits.MAX_OPTIONS))
+    levels = options.get("quantiles")
+    if isinstance(levels, list) and len(levels) > json_limits.MAX_LEVELS:
+        raise _limit(json_limits.too_large("options.quantiles", "levels", len(levels), json_limits.MAX_LEVELS))
     names: set[str] = set()
     parsed: list[tuple[SeriesInput, np.ndarray | None, InputError | None]] = []
     for i, item in enumerate(inputs):
         if not isinstance(item, dict):
-            raise _document(f"'inputs[{i}]' must be an object")
+            raise _document(f"'inputs[{i}]' must be an object", f"inputs[{i}]")
         name = item.get("name")
         if not isinstance(name, str) or not name:
-            raise _document(f"'inputs[{i}].name' must be a non-empty string")
+            raise _document(f"'inputs[{i}].name' must be a non-empty string", f"inputs[{i}].name")
+        if len(name) > json_limits.MAX_NAME:
+            raise _limit(json_limits.too_large(f"inputs[{i}].name", "characters", len(name), json_limits.MAX_NAME))
+        values = item.get("series")
+        if isinstance(values, list) and len(values) > json_limits.MAX_VALUES:
+            raise _limit(json_limits.too_large(f"inputs[{i}].series", "values", len(values), json_limits.MAX_VALUES))
         if name in names:
-            raise _document(f"'inputs[{i}].name' {name!r} is not unique in the request")
+            raise _document(f"'inputs[{i}].name' {shown(name)} is not unique in the request", f"inputs[{i}].name")
         names.add(name)
         parsed.append(_series(i, name, item, kinds))
     panel = Panel.of(
@@ -144,11 +157,11 @@ def _series(
     kind = PRICE
     try:
         if item.get("type") != UNIVARIATE:
-            raise series_error(f"{where}.type", f"must be {UNIVARIATE!r}, got {item.get('type')!r}", "bad_type")
+            raise series_error(f"{where}.type", f"must be {UNIVARIATE!r}, got {shown(item.get('type'))}", "bad_type")
         if not isinstance(frequency, str) or frequency.upper() not in DAILY:
             raise series_error(
                 f"{where}.frequency",
-                f"{frequency!r} is not supported: this model forecasts daily series ('D')",
+                f"{shown(frequency)} is not supported: this model forecasts daily series ('D')",
                 "bad_frequency",
             )
         start = _timestamp(item.get("start_timestamp"), f"{where}.start_timestamp")
@@ -165,23 +178,38 @@ def _values(values: object, where: str, kind: SeriesKind, hint: str) -> np.ndarr
         raise series_error(where, f"must be a non-empty list of {kind.noun}, oldest first", "bad_value")
     for k, value in enumerate(values):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise series_error(f"{where}[{k}]", f"{value!r} is not a number", "bad_value")
-        if not np.isfinite(value):
-            raise series_error(f"{where}[{k}]", f"{value!r} is not a finite number", "bad_value")
+            raise series_error(f"{where}[{k}]", f"{shown(value)} is not a number", "bad_value")
+        if not _finite(value):
+            raise series_error(f"{where}[{k}]", f"{shown(value)} is not a finite number", "bad_value")
         if kind.invalid(np.array([value]))[0]:
             raise kind.refusal(f"{where}[{k}]", value, param=f"{where}[{k}]", hint=hint)
     return np.asarray(values, dtype=np.float64)
 
 
-def _timestamp(value: object, where: str) -> np.datetime64 | None:
-    if value is None:
-        return None
+def _finite(value: int | float) -> bool:
+    """A JSON number that is a finite float64 (an integer too large for one is not)."""
     try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return np.datetime64(value.rstrip("Z")[:19], "s")
-    except ValueError:
-        raise series_error(where, f"{value!r} is not an ISO 8601 timestamp", "bad_dates") from None
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _timestamp(value: object, where: str) -> np.datetime64:
+    if value is None:
+        raise series_error(
+            where,
+            "is required: the forecast's start_timestamp is this input's plus len(series) days, and KServe's "
+            "TimeSeriesForecast must carry one",
+            "bad_dates",
+        )
+    if isinstance(value, str) and ISO_TIMESTAMP.fullmatch(value):
+        try:
+            return np.datetime64(value[:19].rstrip("Z").replace(" ", "T"), "s")
+        except ValueError:
+            pass  # a well-formed string that is no date, e.g. 2024-13-45
+    raise series_error(
+        where, f"{shown(value)} is not an ISO 8601 timestamp (YYYY-MM-DD, optionally a time)", "bad_dates"
+    )
 
 
 def encode(job: Job, forecast: Forecast) -> Outcome:
@@ -194,10 +222,22 @@ def encode(job: Job, forecast: Forecast) -> Outcome:
     return Outcome(OK, response(document, forecast.model, outputs), None, forecast)
 
 
-def forecast_start(series: SeriesInput, length: int) -> str | None:
+def error(exc: BaseException) -> Outcome:
+    """KServe's ErrorResponse, ``{"error": {"code", "message", "param", "type"}}``, HTTP status = code."""
+    problem = fault(exc)
+    body = {
+        "error": {
+            "code": str(problem.status),
+            "message": problem.message,
+            "param": problem.param or "",
+            "type": problem.reason,
+        }
+    }
+    return Outcome(problem.status, body, problem.reason, message=problem.message)
+
+
+def forecast_start(series: SeriesInput, length: int) -> str:
     """The protocol's forecast start: the input's start plus len(series) days."""
-    if series.start is None:
-        return None
     start = series.start + np.timedelta64(int(length), "D")
     return str(start.astype("datetime64[s]")) + "Z"
 
@@ -218,7 +258,7 @@ def output(series: SeriesInput, forecast: Forecast, length: int, error: RequestE
         "type": UNIVARIATE,
         "name": series.name,
         "mean_forecast": [float(v) for v in forecast.point[i]],
-        "frequency": series.frequency,
+        "frequency": "day" if series.frequency.lower() == "day" else "D",  # a KServe Frequency value
         "start_timestamp": forecast_start(series, length),
     }
     if forecast.levels:
@@ -272,13 +312,18 @@ def read_answer(body: dict) -> Forecast:
     )
 
 
-def _document(problem: str) -> InputError:
+def _limit(exc: InputError) -> InputError:
+    return _document(exc.message, exc.param or "", exc.reason)
+
+
+def _document(problem: str, param: str, reason: str = "bad_json") -> InputError:
     return InputError(
         f"Not a ForecastRequest: {problem}. A JSON body must be KServe's time-series ForecastRequest "
         '({"model", "inputs": [{"type", "name", "series", "frequency"}], "options"}); a CSV is sent as a multipart '
         "field (curl -F data=@prices.csv) or a text/csv body.",
         status=MALFORMED,
-        reason="bad_json",
+        reason=reason,
+        param=param,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alm_forecaster.errors import InputError
+from alm_forecaster.errors import InputError, shown
 from alm_forecaster.kinds import DEFAULT, KINDS, SeriesKind
 
 HORIZON = "horizon"
@@ -49,13 +49,13 @@ def _horizon(value: object, steps: int) -> int:
         return steps
     text = value.strip() if isinstance(value, str) else value
     if isinstance(text, bool) or not isinstance(text, int | str):
-        raise _bad(HORIZON, f"{value!r} is not an integer", f"an integer from 1 to {steps}")
+        raise _bad(HORIZON, f"{shown(value)} is not an integer", f"an integer from 1 to {steps}")
     try:
         number = int(text)
     except ValueError:
-        raise _bad(HORIZON, f"{value!r} is not an integer", f"an integer from 1 to {steps}") from None
+        raise _bad(HORIZON, f"{shown(value)} is not an integer", f"an integer from 1 to {steps}") from None
     if not 1 <= number <= steps:
-        raise _bad(HORIZON, f"{number} is out of range", f"an integer from 1 to {steps} (this model's steps)")
+        raise _bad(HORIZON, f"{shown(number)} is out of range", f"an integer from 1 to {steps} (this model's steps)")
     return number
 
 
@@ -70,7 +70,7 @@ def _levels(value: object, levels: tuple[float, ...] | None, default_levels: boo
     elif isinstance(value, list):
         items = value
     else:
-        raise _bad(QUANTILES, f"{value!r} is not a list of levels", f"a subset of {allowed}")
+        raise _bad(QUANTILES, f"{shown(value)} is not a list of levels", f"a subset of {allowed}")
     chosen = []
     for item in items:
         try:
@@ -79,7 +79,7 @@ def _levels(value: object, levels: tuple[float, ...] | None, default_levels: boo
             level = None
         match = next((lv for lv in levels if level is not None and abs(lv - level) < 1e-9), None)
         if match is None:
-            raise _bad(QUANTILES, f"{item!r} is not one of this model's levels", f"a subset of {allowed}")
+            raise _bad(QUANTILES, f"{shown(item)} is not one of this model's levels", f"a subset of {allowed}")
         if match not in chosen:
             chosen.append(match)
     if not chosen:
@@ -96,7 +96,11 @@ def series_kind(
         return KINDS[DEFAULT]
     name = value.strip().lower() if isinstance(value, str) else None
     if name not in KINDS:
-        raise InputError(f"{option}: {value!r} is not a series kind; allowed: {', '.join(KINDS)}.", reason="bad_option")
+        raise InputError(
+            f"{option}: {shown(value)} is not a series kind; allowed: {', '.join(KINDS)}.",
+            reason="bad_option",
+            param=param,
+        )
     if name not in served:
         raise InputError(
             f"{option}: this model does not forecast {name} series; allowed: {', '.join(served)}.",
@@ -107,4 +111,6 @@ def series_kind(
 
 
 def _bad(option: str, problem: str, allowed: str) -> InputError:
-    return InputError(f"Option '{option}': {problem}; allowed: {allowed}.", reason="bad_option")
+    return InputError(
+        f"Option '{option}': {problem}; allowed: {allowed}.", reason="bad_option", param=f"options.{option}"
+    )

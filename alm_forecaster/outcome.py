@@ -6,8 +6,9 @@ offline CLI answers it without inspecting types:
 * a forecast: 200, the body its protocol encoded, reason ``None``, and the `Forecast` object
   itself for in-process callers (the backtest reads it, not the body);
 * a request that gets no forecast (`errors.RequestError`: a refusal, or the unexpected failure
-  of this request alone, see `errors.fault`): its status, ``{"error": ..., "code": ...}`` (or
-  the error shape of its protocol), its reason.
+  of this request alone, see `errors.fault`): its status, the error shape of its protocol
+  (``{"error": ..., "code": ...}`` for CSV, KServe's ErrorResponse for JSON), its reason and
+  message.
 
 ``reason`` is the metrics label of a request that got no forecast.
 """
@@ -33,6 +34,7 @@ class Outcome:
     body: dict
     reason: str | None = None
     forecast: Forecast | None = field(default=None, compare=False, repr=False)  # compared through the body
+    message: str | None = field(default=None, compare=False)  # why there is no forecast (for logs)
 
     @property
     def ok(self) -> bool:
@@ -43,4 +45,4 @@ class Outcome:
     def from_error(cls, exc: BaseException) -> Outcome:
         """The answer to a request that raised ``exc`` (`errors.fault` decides what it says)."""
         error = fault(exc)
-        return cls(error.status, error.to_dict(), error.reason)
+        return cls(error.status, error.to_dict(), error.reason, message=error.message)

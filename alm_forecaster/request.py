@@ -9,18 +9,18 @@ Request (body, content type, raw options)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from alm_forecaster.contract import Window
 from alm_forecaster.errors import RequestError
 from alm_forecaster.kinds import SeriesKind
 from alm_forecaster.options import ForecastOptions
 
-if TYPE_CHECKING:  # the encoder's signature only: outcome.py imports forecast.py, not this module
+if TYPE_CHECKING:  # signatures only: these modules import this one
     from alm_forecaster.forecast import Forecast
     from alm_forecaster.outcome import Outcome
+    from alm_forecaster.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,21 @@ class Request:
     kind: object = None
 
 
+class WireProtocol(Protocol):
+    """What a protocol module (csv_protocol.py, kserve.py) provides: its requests decoded, its
+    answers and its errors encoded in its own shapes."""
+
+    def decode(self, request: Request, pipeline: Pipeline) -> Job: ...
+
+    def encode(self, job: Job, forecast: Forecast) -> Outcome: ...
+
+    def error(self, exc: BaseException) -> Outcome: ...
+
+
 @dataclass(frozen=True)
 class Job:
-    """A decoded request: its series' windows (or refusals), its options and how to answer it.
+    """A decoded request: its series' windows (or refusals), its options and the protocol that
+    answers it.
 
     ``windows[i]`` and ``errors[i]``: exactly one is None for each series ``i``. ``context`` is
     whatever the protocol that decoded the request needs to encode the answer (the KServe
@@ -49,5 +61,5 @@ class Job:
     kinds: tuple[SeriesKind, ...]
     windows: list[Window | None]
     errors: list[RequestError | None]
-    encode: Callable[[Job, Forecast], Outcome]
+    protocol: WireProtocol
     context: object = None

@@ -192,9 +192,7 @@ class XLSTMHandler(BaseHandler):
         for idx, outcome in enumerate(outcomes):
             if not outcome.ok:
                 verdict = "failed" if outcome.status >= INTERNAL else "refused"
-                log.info(
-                    "request %d %s (%d %s): %s", idx, verdict, outcome.status, outcome.reason, outcome.body["error"]
-                )
+                log.info("request %d %s (%d %s): %s", idx, verdict, outcome.status, outcome.reason, outcome.message)
             try:
                 context.set_response_status(outcome.status, HTTPStatus(outcome.status).phrase, idx)
                 context.set_response_content_type(idx, "application/json")
@@ -287,21 +285,15 @@ def extract_request(request: object, headers: dict[str, str]) -> Request:
         raise InputError(
             f"Unreadable request ({type(request).__name__}); {HOW_TO_SEND}.", status=MALFORMED, reason="no_payload"
         )
+    json_body = (headers.get("content-type") or "").split(";")[0].strip().lower() == JSON_CONTENT_TYPE
     for key in PAYLOAD_KEYS:
         if key not in request:
             continue
         value = request[key]
-        if isinstance(value, dict):  # TorchServe decoded an application/json body
+        if isinstance(value, dict) or json_body:  # a JSON document: decoded by TorchServe, or bytes it could not
             return Request(value, JSON_CONTENT_TYPE)
         if isinstance(value, (bytes, bytearray, str)):
             return Request(value, headers.get("content-type"), *_options(headers, request))
-        if isinstance(value, list):
-            raise InputError(
-                "The request body is a JSON list; send a CSV file or a ForecastRequest object "
-                f'({{"model", "inputs", "options"}}): {HOW_TO_SEND}.',
-                status=MALFORMED,
-                reason="json_body",
-            )
         raise InputError(
             f"The request field {key!r} holds {type(value).__name__}, not a CSV file; {HOW_TO_SEND}.",
             status=MALFORMED,

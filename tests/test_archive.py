@@ -70,7 +70,9 @@ def test_archive_is_self_contained(tiny_checkpoint, tmp_path, capsys):
     assert not any("__pycache__" in n or n.endswith((".pyc", ".o", ".ninja")) for n in names)
     assert {"xlstm_handler.py", "tiny.pt"} <= names
     defaults = yaml.safe_load((ROOT / "archive_configs" / "default.yaml").read_text())
-    assert config == defaults  # no archive_configs/tiny.yaml: the defaults as they are
+    # what the checkpoint serves, read from it (for operators), beside the defaults as they are
+    assert config.pop("serves") == {"series_kinds": ["price"], "steps": 5, "quantiles": []}
+    assert config == defaults  # no archive_configs/tiny.yaml
 
 
 def test_archive_ships_the_serving_core_only(tiny_checkpoint, tmp_path, monkeypatch):

@@ -98,6 +98,11 @@ def test_quantile_training_is_reproducible_and_serves(tmp_path):
     days, closes = price_series(4300, seed=11, start="2000-01-03")
     data = tmp_path / "long.csv"
     data.write_bytes(prices_csv(days, closes))
+    # a rate that crosses zero: a level series, trained on its own spans and calibrated on its own
+    rate = np.cumsum(np.random.default_rng(1).normal(0, 0.05, 4300)) + 1.0
+    assert rate.min() < 0 < rate.max()
+    level = tmp_path / "rate.csv"
+    level.write_bytes(prices_csv(days, rate, header="Date,Yield"))
     outputs = []
     for run in range(2):
         out = tmp_path / f"q{run}.pt"
@@ -106,6 +111,8 @@ def test_quantile_training_is_reproducible_and_serves(tmp_path):
             "scripts/train_quantiles.py",
             "--series",
             str(data),
+            "--series",
+            f"{level}@level",
             "--output",
             str(out),
             "--epochs",
@@ -120,6 +127,11 @@ def test_quantile_training_is_reproducible_and_serves(tmp_path):
     for name, tensor in first["model_state_dict"].items():
         assert torch.equal(tensor, second["model_state_dict"][name]), name
     assert torch.equal(first["quantile_head"]["offsets"], second["quantile_head"]["offsets"])
+    assert torch.equal(
+        first["quantile_head"]["kind_offsets"]["level"], second["quantile_head"]["kind_offsets"]["level"]
+    )
     loaded = load_checkpoint(outputs[0])
     assert loaded.quantile_head is not None and loaded.quantile_head.levels == (0.05, 0.25, 0.5, 0.75, 0.95)
+    assert loaded.quantile_head.kinds == ("price", "level")
+    assert [(s["name"].endswith("rate.csv"), s["kind"]) for s in first["metadata"]["trained_on"]][1] == (True, "level")
     assert first["metadata"]["spans"]["holdout_start"] == "2015-01-01"

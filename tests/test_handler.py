@@ -68,7 +68,9 @@ def test_batch_is_one_forward_with_per_request_status(handler, model_dir):
             offline.predict([csv(seed)])[0].body["predicted_prices"], rel=1e-6
         )
         assert bodies[i]["model"] == "tiny" and bodies[i]["model_version"] == "3.1"
-    assert bodies[4]["code"] == 400 and "JSON" in bodies[4]["error"] and "-F data=@" in bodies[4]["error"]
+    # a JSON document that is not a ForecastRequest: KServe's ErrorResponse, naming the field
+    assert bodies[4]["error"]["code"] == "400" and bodies[4]["error"]["param"] == "model"
+    assert "ForecastRequest" in bodies[4]["error"]["message"] and "-F data=@" in bodies[4]["error"]["message"]
     assert bodies[6] == {
         "error": "No CSV found in the request (form fields received: none); send the CSV as a multipart form "
         "field 'data' or 'file' (curl -F data=@prices.csv) or as the raw body with 'Content-Type: text/csv' or "
@@ -154,8 +156,10 @@ def test_extract_request_takes_bytes_or_str(key, value):
 
 def test_extract_request_prefers_data_and_refuses_other_shapes():
     assert handler_module.extract_request({"body": b"b", "data": b"d"}, {}).body == b"d"
+    json_list = handler_module.extract_request({"body": [1]}, {"content-type": "application/json"})
+    assert (json_list.body, json_list.content_type) == ([1], "application/json")  # the KServe decoder refuses it
     for request, reason in [
-        ({"body": [1]}, "json_body"),
+        ({"body": [1]}, "no_payload"),
         ({"data": 3}, "no_payload"),
         ({"x": b"1"}, "no_payload"),
         (None, "no_payload"),

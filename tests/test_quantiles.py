@@ -181,7 +181,9 @@ def test_batch_invariance_with_quantiles(forecaster):
 def test_json_request_many_series_one_bad(forecaster):
     series = [("a", *price_series(300, seed=20)), ("b", *price_series(290, seed=21)), ("c", *price_series(100, 22))]
     document = request_document("alm_quantiles", series, horizon=3, quantiles=[0.05, 0.95])
-    document["inputs"].append({"type": "univariate_time_series", "name": "d", "series": [1.0, -2.0], "frequency": "D"})
+    document["inputs"].append(
+        {**document["inputs"][0], "name": "d", "series": [1.0, -2.0], "start_timestamp": "2024-01-02T00:00:00Z"}
+    )
     with pytest.MonkeyPatch.context() as patch:
         calls = []
         original = forecaster.pipeline.forward
@@ -207,28 +209,35 @@ def test_json_request_many_series_one_bad(forecaster):
 
 
 @pytest.mark.parametrize(
-    ("document", "words"),
+    ("document", "param", "words"),
     [
-        (b"{not json", ["not valid JSON"]),
-        ({"inputs": []}, ["'model'"]),
-        ({"model": "m", "inputs": {}}, ["'inputs'"]),
-        ({"model": "m", "inputs": [{"series": [1.0]}]}, ["'inputs[0].name'"]),
-        ({"model": "m", "inputs": [{"name": "x"}, {"name": "x"}]}, ["'inputs[1].name'", "not unique"]),
-        ({"model": "m", "inputs": [{"name": "x"}], "options": []}, ["'options'"]),
+        (b"{not json", "", ["not valid JSON"]),
+        ({"inputs": []}, "model", ["'model'"]),
+        ({"model": "m", "inputs": {}}, "inputs", ["'inputs'"]),
+        ({"model": "m", "inputs": [{"series": [1.0]}]}, "inputs[0].name", ["'inputs[0].name'"]),
+        (
+            {"model": "m", "inputs": [{"name": "x"}, {"name": "x"}]},
+            "inputs[1].name",
+            ["'inputs[1].name'", "not unique"],
+        ),
+        ({"model": "m", "inputs": [{"name": "x"}], "options": []}, "options", ["'options'"]),
     ],
 )
-def test_a_malformed_document_is_a_400_naming_the_field(forecaster, document, words):
+def test_a_malformed_document_is_a_kserve_400_naming_the_field(forecaster, document, param, words):
     body = document if isinstance(document, bytes) else json.dumps(document).encode()
     answer = one(forecaster, body, content_type="application/json")
     assert (answer.status, answer.reason) == (400, "bad_json")
+    error = answer.body["error"]
+    assert error == {"code": "400", "message": error["message"], "param": param, "type": "bad_json"}
     for word in words:
-        assert word in answer.body["error"]
+        assert word in error["message"]
 
 
 def test_json_options_are_checked_like_headers(forecaster):
     document = request_document("m", [("a", *price_series(300, seed=30))], horizon=9)
     answer = one(forecaster, document)
-    assert (answer.status, answer.reason) == (422, "bad_option") and "1 to 5" in answer.body["error"]
+    assert (answer.status, answer.reason) == (422, "bad_option")
+    assert answer.body["error"]["param"] == "options.horizon" and "1 to 5" in answer.body["error"]["message"]
 
 
 def test_seed_format_checkpoints_answer_as_before(tmp_path):

@@ -133,14 +133,20 @@ def test_json_request_many_series_one_bad(served, offline):
 
 
 @pytest.mark.parametrize(
-    ("body", "words"),
-    [('{"model": "m", "inputs": 3}', ["'inputs'"]), ("{oops", ["not valid JSON"]), ("[1, 2]", ["JSON list"])],
+    ("body", "param", "words"),
+    [
+        ('{"model": "m", "inputs": 3}', "inputs", ["'inputs'"]),
+        ("{oops", "", ["not valid JSON"]),
+        ("[1, 2]", "", ["must be a JSON object"]),
+    ],
 )
-def test_a_bad_json_document_is_a_400_naming_the_field(served, body, words):
+def test_a_bad_json_document_is_a_kserve_error_naming_the_field(served, body, param, words):
     answer = served.predict(MODEL, data=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error == {"code": "400", "message": error["message"], "param": param, "type": "bad_json"}
     for word in words:
-        assert word in answer.json()["error"]
+        assert word in error["message"]
 
 
 def test_describe_says_what_the_model_takes(served):

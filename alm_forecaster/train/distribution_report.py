@@ -130,8 +130,10 @@ METHOD = [
     "(lambda 0.94) times sqrt(h). Trained with the pinball loss on the S&P 500 and WTI before 2010 "
     "(early stopping on 2010-2011), then recalibrated level by level on 2012-2014: each level is "
     "shifted by the quantile of its errors there, so that its coverage on that span is nominal "
-    "(`alm_forecaster/train/quantile_training.py`). Nothing from the held-out start on is read in "
-    "training or calibration.",
+    "(`alm_forecaster/train/quantile_training.py`). The same network also learns from the eleven "
+    "US Treasury par-yield tenors as level series (differences in percentage points; before 2005, "
+    "calibrated on their own on 2007-2010: docs/rates-report.md); prices are calibrated on prices "
+    "only. Nothing from the held-out start on is read in training or calibration.",
     "",
     "Baselines, computed in the same run from the same prices: persistence (point), historical "
     "simulation (quantiles of the last 250 overlapping h-day returns), filtered historical "
