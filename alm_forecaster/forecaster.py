@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alm_forecaster import csv_protocol, kserve, native
+from alm_forecaster import book_csv, csv_protocol, kserve, native
 from alm_forecaster.checkpoint import LoadedCheckpoint, load_checkpoint
 from alm_forecaster.contract import Window
 from alm_forecaster.device import select_device
@@ -160,8 +160,10 @@ class Forecaster:
         return [outcomes[i] for i in range(len(requests))]
 
     def protocol(self, request: Request) -> WireProtocol:
-        """The protocol a request speaks: KServe's JSON document, or a CSV."""
-        return kserve if kserve.is_json(request.body, request.content_type) else csv_protocol
+        """The protocol a request speaks: KServe's JSON document, a CSV book, or a CSV."""
+        if kserve.is_json(request.body, request.content_type):
+            return kserve
+        return book_csv if request.scenario else csv_protocol
 
     def decode(self, request: Request) -> Job:
         """A request -> its job, by its protocol; raises `InputError` naming what is wrong with it."""

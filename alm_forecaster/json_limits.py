@@ -17,6 +17,7 @@ The body's total size is capped before any of this by TorchServe (max_request_si
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -73,6 +74,14 @@ def check_depth(document: object) -> None:
             stack.extend((v, depth + 1) for k, v in value.items() if k != "series" and isinstance(v, list | dict))
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value if isinstance(v, list | dict))
+
+
+def finite_number(value: int | float) -> bool:
+    """A JSON number that is a finite float64 (an integer too large for one is not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def too_deep(depth: int) -> InputError:

@@ -21,17 +21,17 @@ len(series) days, as the protocol computes it; the steps are the series' next ob
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from alm_forecaster import json_limits
+from alm_forecaster import book, json_limits, scenarios
 from alm_forecaster import options as forecast_options
+from alm_forecaster.book import BookRequest
 from alm_forecaster.errors import MALFORMED, InputError, RequestError, fault, shown
 from alm_forecaster.forecast import Forecast
 from alm_forecaster.kinds import DEFAULT as DEFAULT_KIND
@@ -72,16 +72,45 @@ class TimeSeriesRequest:
     panel: Panel
     horizon: object
     quantiles: object
+    options: dict = field(default_factory=dict)
+    book: BookRequest | None = None  # set for a book (options.scenarios)
 
 
 def decode(request: Request, pipeline: Pipeline) -> Job:
-    """A ForecastRequest -> a window (or refusal) per series; a malformed document raises a 400."""
+    """A ForecastRequest -> a window (or refusal) per series; a malformed document raises a 400.
+    With ``options.scenarios``, a book: see `book_job`."""
     document = parse(request.body, pipeline.head.kinds)
+    if book.SCENARIOS in document.options:
+        return book_job(document, pipeline)
     head = pipeline.head
     chosen = forecast_options.resolve(
         document.horizon, document.quantiles, head.steps, head.levels or None, default_levels=False
     )
     windows, errors = pipeline.input.series_windows(document.panel)
+    return Job(chosen, document.panel.names, document.panel.kinds, windows, errors, sys.modules[__name__], document)
+
+
+def book_job(document: TimeSeriesRequest, pipeline: Pipeline, request: BookRequest | None = None) -> Job:
+    """A book: every series aligned and valid (or the request is refused, naming the first
+    problem), each forecast at all the model's steps and levels for the scenario engine;
+    ``request``: the book's options when already read (a CSV book), else the document's."""
+    head = pipeline.head
+    if not head.levels:
+        raise InputError(
+            f"Option 'options.scenarios': model {pipeline.name!r} forecasts no quantiles; a book needs a quantile "
+            "model (its describe lists 'quantiles').",
+            reason="bad_option",
+            param="options.scenarios",
+        )
+    if request is None:
+        request = book.from_options(document.options, list(document.panel.names), head.levels)
+    windows, errors = pipeline.input.series_windows(document.panel)
+    refused = next((error for error in errors if error is not None), None)
+    if refused is not None:
+        raise refused
+    book.check_aligned([s.start for s in document.inputs], document.panel.lengths, list(document.panel.names))
+    chosen = forecast_options.ForecastOptions(head.steps, head.levels)
+    document = replace(document, book=request)
     return Job(chosen, document.panel.names, document.panel.kinds, windows, errors, sys.modules[__name__], document)
 
 
@@ -144,7 +173,7 @@ def parse(payload: object, kinds: tuple[str, ...] = (DEFAULT_KIND,)) -> TimeSeri
         errors=[error for _, _, error in parsed],
     )
     return TimeSeriesRequest(
-        model, [series for series, _, _ in parsed], panel, options.get("horizon"), options.get("quantiles")
+        model, [series for series, _, _ in parsed], panel, options.get("horizon"), options.get("quantiles"), options
     )
 
 
@@ -179,19 +208,11 @@ def _values(values: object, where: str, kind: SeriesKind, hint: str) -> np.ndarr
     for k, value in enumerate(values):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise series_error(f"{where}[{k}]", f"{shown(value)} is not a number", "bad_value")
-        if not _finite(value):
+        if not json_limits.finite_number(value):
             raise series_error(f"{where}[{k}]", f"{shown(value)} is not a finite number", "bad_value")
         if kind.invalid(np.array([value]))[0]:
             raise kind.refusal(f"{where}[{k}]", value, param=f"{where}[{k}]", hint=hint)
     return np.asarray(values, dtype=np.float64)
-
-
-def _finite(value: int | float) -> bool:
-    """A JSON number that is a finite float64 (an integer too large for one is not)."""
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def _timestamp(value: object, where: str) -> np.datetime64:
@@ -213,13 +234,40 @@ def _timestamp(value: object, where: str) -> np.datetime64:
 
 
 def encode(job: Job, forecast: Forecast) -> Outcome:
-    """The ForecastResponse: an output per series (its forecast or its error)."""
+    """The ForecastResponse: an output per series (its forecast or its error); for a book, every
+    series' quantiles from the scenarios and the book's summary (book.py)."""
     document: TimeSeriesRequest = job.context
+    if document.book is not None:
+        return _encode_book(document, forecast)
     outputs = [
         output(series, forecast, document.panel.lengths[series.index], forecast.errors[series.index])
         for series in document.inputs
     ]
     return Outcome(OK, response(document, forecast.model, outputs), None, forecast)
+
+
+def _encode_book(document: TimeSeriesRequest, forecast: Forecast) -> Outcome:
+    refused = next((error for error in forecast.errors if error is not None), None)
+    if refused is not None:  # a book is forecast whole or not at all
+        return error(refused)
+    settings = document.book.settings(document.panel.names)
+    paths = scenarios.simulate(document.panel, forecast, settings)
+    outputs = []
+    for series in document.inputs:
+        i = series.index
+        content = {
+            "type": UNIVARIATE,
+            "name": series.name,
+            "mean_forecast": [float(v) for v in paths.median[i]],
+            "frequency": "day" if series.frequency.lower() == "day" else "D",
+            "start_timestamp": forecast_start(series, document.panel.lengths[i]),
+            "quantiles": {f"{lv:g}": [float(v) for v in paths.series[i, :, j]] for j, lv in enumerate(paths.levels)},
+        }
+        out = {"type": "time_series_forecast", "id": f"ts_{uuid.uuid4().hex}", "status": "completed"}
+        outputs.append({**out, "content": [content]})
+    body = response(document, forecast.model, outputs)
+    body["book"] = book.summary(document.book, paths, document.panel.names)
+    return Outcome(OK, body, None, forecast)
 
 
 def error(exc: BaseException) -> Outcome:

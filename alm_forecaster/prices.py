@@ -99,3 +99,47 @@ def panel(table: Table, rows: int, why: str = "", kind: SeriesKind = PRICE, hint
     return Panel.of(
         [series.column], [kind], [series.prices], [f"column '{series.column}'"], anchors=[series.current_price]
     )
+
+
+def wide_panel(table: Table, kinds: dict[str, SeriesKind], hint: str = "") -> Panel:
+    """A wide table (a date column, then one column per series, one row per common day) as a
+    panel: every row and column validated (a book is read whole), each column as its kind
+    (``kinds`` by column name; price by default)."""
+    names = [normalise_name(name) for name in table.header]
+    dates = [i for i, name in enumerate(names) if name in DATE_NAMES]
+    if not dates:
+        raise InputError(
+            "No date column: a book's CSV is Date,<name1>,<name2>,...; got "
+            f"{_summarise([repr(h) for h in table.header])}.",
+            reason="missing_columns",
+        )
+    date = dates[0]
+    picked = [i for i in range(len(table.header)) if i != date]
+    if not picked:
+        raise InputError("No series column: a book's CSV is Date,<name1>,<name2>,...", reason="missing_columns")
+    headers = [table.header[i].strip() for i in picked]
+    unknown = sorted(set(kinds) - set(headers))
+    if unknown:
+        raise InputError(
+            f"Option 'kinds' names {', '.join(map(repr, unknown))}, not a column of the file "
+            f"({_summarise([repr(h) for h in headers])}).",
+            reason="bad_option",
+            param="kinds",
+        )
+    require_rows(table, 1)
+    values = numeric_block(table, picked, 0)
+    series_kinds = [kinds.get(name, PRICE) for name in headers]
+    for k, (column, kind) in enumerate(zip(picked, series_kinds, strict=True)):
+        kind.check(
+            values[:, k], lambda i, c=column: f"Row {i + 1} (line {table.lines[i]}), column '{table.header[c]}'", hint
+        )
+    days = parse_dates([row[date] for row in table.rows], table, 0, table.header[date])
+    column = table.header[date]
+    require_increasing(days, lambda i: f"Row {i + 1} (line {table.lines[i]}), column '{column}'")
+    return Panel.of(
+        headers,
+        series_kinds,
+        list(values.T),
+        [f"column '{name}'" for name in headers],
+        starts=[days[0].astype("datetime64[s]")] * len(headers),
+    )

@@ -33,6 +33,7 @@ class Request:
     horizon: object = None
     quantiles: object = None
     kind: object = None
+    scenario: dict[str, str] | None = None  # a CSV book's options (book.CSV_OPTIONS), when given
 
 
 class WireProtocol(Protocol):

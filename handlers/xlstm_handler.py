@@ -60,6 +60,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 import alm_forecaster
 from alm_forecaster import options
+from alm_forecaster.book import CSV_OPTIONS as CSV_BOOK_OPTIONS
 from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.device import select_device
 from alm_forecaster.errors import INTERNAL, MALFORMED, CheckpointError, InputError
@@ -308,12 +309,17 @@ def extract_request(request: object, headers: dict[str, str]) -> Request:
     )
 
 
-def _options(headers: dict[str, str], fields: dict) -> tuple[object, object, object]:
-    """(horizon, quantiles, kind) from the multipart fields, else the headers; None when not given."""
-    found = []
-    for name in (options.HORIZON, options.QUANTILES, options.KIND):
+def _options(headers: dict[str, str], fields: dict) -> tuple[object, object, object, dict[str, str] | None]:
+    """(horizon, quantiles, kind, a CSV book's options or None) from the multipart fields, else
+    the headers; None where not given."""
+
+    def option(name: str, header: str) -> object:
         value = fields.get(name)
         if value is None:
-            value = headers.get(options.HEADERS[name].lower())
-        found.append(value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value)
-    return found[0], found[1], found[2]
+            value = headers.get(header.lower())
+        return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
+
+    found = [option(name, options.HEADERS[name]) for name in (options.HORIZON, options.QUANTILES, options.KIND)]
+    scenario = {name: option(name, header) for name, header in CSV_BOOK_OPTIONS.items()}
+    scenario = {name: value for name, value in scenario.items() if value is not None}
+    return found[0], found[1], found[2], scenario or None

@@ -1,0 +1,37 @@
+"""Risk summaries of simulated outcomes: quantiles by order statistics, value at risk, expected shortfall.
+
+    values (P,) or (N, P) along the paths
+    -> quantile at level q: the order statistic of rank round(q (P - 1)) (nearest rank: one
+       np.partition for every level at once, the cost that bounds a long horizon)
+    -> VaR at risk level a: the loss at the (1 - a) quantile of the P&L, as a positive number
+    -> ES at risk level a: the mean loss of the paths at or beyond that quantile
+
+Used by the scenario engine (scenarios.py) per step: each series' quantiles and the book's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ranks(levels: np.ndarray | list[float], paths: int) -> np.ndarray:
+    """The order statistic (0-based) that is each level's quantile among ``paths`` values."""
+    return np.rint(np.asarray(levels, dtype=np.float64) * (paths - 1)).astype(np.int64)
+
+
+def quantiles(values: np.ndarray, levels: np.ndarray | list[float]) -> np.ndarray:
+    """Quantiles along the last axis: (..., P) -> (..., len(levels))."""
+    k = ranks(levels, values.shape[-1])
+    return np.partition(values, np.unique(k), axis=-1)[..., k]
+
+
+def var_es(pnl: np.ndarray, risk_levels: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(VaR, ES) of a P&L sample (P,) at each risk level (0.99: the 1% worst): positive losses."""
+    tails = 1.0 - np.asarray(risk_levels, dtype=np.float64)
+    k = ranks(tails, len(pnl))
+    ordered = np.partition(pnl, np.unique(k))
+    cut = ordered[k]
+    # ES: the mean of the outcomes at or below the VaR quantile (the k + 1 worst, a partition's
+    # prefix is exactly them)
+    es = np.array([ordered[: i + 1].mean() for i in k])
+    return -cut, -es
