@@ -49,6 +49,9 @@ class Settings:
     risk_levels: tuple[float, ...]
     exposures: np.ndarray  # (N,) P&L per unit of change of each series
     return_paths: bool = False
+    #: Map the first steps onto the model's quantiles (False: the same engine without the
+    #: xLSTM, the ablation of the book report).
+    model_marginals: bool = True
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def simulate(history: Panel, forecast: Forecast, settings: Settings) -> Scenario
         shocks = np.sqrt(sig2) * residuals[rng.integers(0, len(residuals), size=settings.paths)]
         cumulative += shocks
         sig2 = omega + alpha * shocks * shocks + beta * sig2
-        if h < model.shape[1]:
+        if h < model.shape[1] and settings.model_marginals:
             mapped = _onto_model(cumulative, model[:, h], forecast.levels)
             carried = mapped - cumulative
         else:
