@@ -267,7 +267,7 @@ def _encode_book(document: TimeSeriesRequest, forecast: Forecast) -> Outcome:
         outputs.append({**out, "content": [content]})
     body = response(document, forecast.model, outputs)
     body["book"] = book.summary(document.book, paths, document.panel.names)
-    return Outcome(OK, body, None, forecast)
+    return Outcome(OK, body, None, forecast, scenario_paths=document.book.paths)
 
 
 def error(exc: BaseException) -> Outcome:

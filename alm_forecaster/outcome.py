@@ -35,6 +35,7 @@ class Outcome:
     reason: str | None = None
     forecast: Forecast | None = field(default=None, compare=False, repr=False)  # compared through the body
     message: str | None = field(default=None, compare=False)  # why there is no forecast (for logs)
+    scenario_paths: int = field(default=0, compare=False)  # a book's simulated paths (for metrics)
 
     @property
     def ok(self) -> bool:

@@ -70,7 +70,7 @@ from alm_forecaster import csv_protocol, kserve, prices
 from alm_forecaster.errors import InputError
 from alm_forecaster.forecast import Forecast
 from alm_forecaster.table import read_table
-from alm_ops import serve_config
+from alm_ops import book_client, serve_config
 from alm_ops.api import TorchServeApi, UsageError, server_message, token_refused, worker_died
 from alm_ops.keys import KeyFileError, Token
 
@@ -170,7 +170,7 @@ class Client:
                 document["options"].pop("horizon")
             answer = self._post(Result("(request)"), json=document)
             outputs = (answer.answer or {}).get("outputs") or []
-            forecast = kserve.read_answer(answer.answer) if outputs else None
+            forecast = answer.forecast
             for i, ((path, *_), output) in enumerate(zip(series, outputs, strict=False)):
                 result = Result(path, status=answer.status, attempts=answer.attempts)
                 if output["status"] == "completed":
@@ -221,8 +221,8 @@ class Client:
             if response.status_code == 200:
                 try:
                     result.answer = response.json()
-                    if "outputs" not in result.answer:  # a KServe answer is decoded per series by the caller
-                        result.forecast = csv_protocol.read_answer(result.answer)
+                    protocol = kserve if "outputs" in result.answer else csv_protocol
+                    result.forecast = protocol.read_answer(result.answer)
                 except (ValueError, KeyError, TypeError) as exc:
                     result.answer = None
                     result.error = f"the server answered 200 without a forecast ({exc}): {response.text[:200]!r}"
@@ -369,6 +369,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="send every file's prices as ONE JSON request (KServe time-series protocol; one forward)",
     )
+    book_client.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
         parser.error("--concurrency >= 1, --retries >= 0, --backoff >= 0 and --timeout > 0")
@@ -394,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    if args.book:
+        return book_client.run(client, args)
     options = {k: str(v) for k, v in (("horizon", args.horizon), ("quantiles", args.quantiles)) if v is not None}
     if args.one_request:
         levels = [float(q) for q in args.quantiles.split(",")] if args.quantiles else None

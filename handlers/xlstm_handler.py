@@ -28,6 +28,7 @@ declared metrics reach TorchServe's Prometheus endpoint), labelled ModelName, Mo
 Level="Model":
 
 * ``ForecastsServed`` (counter): one per request answered with a forecast;
+* ``BooksServed`` and ``ScenarioPaths`` (counters): books answered, and the paths simulated for them;
 * ``RequestsRejected`` (counter, ``Reason``): one per request without a forecast, by its
   outcome's reason (missing_columns, too_few_rows, bad_value, encoding, no_payload, ...,
   ``internal`` for an unexpected failure, ``out_of_memory``);
@@ -207,6 +208,10 @@ class XLSTMHandler(BaseHandler):
         rejected = Counter(outcome.reason for outcome in outcomes if not outcome.ok)
         if served:
             self.emit(MetricTypes.COUNTER, "ForecastsServed", served, "Count")
+        books = [outcome.scenario_paths for outcome in outcomes if outcome.ok and outcome.scenario_paths]
+        if books:
+            self.emit(MetricTypes.COUNTER, "BooksServed", len(books), "Count")
+            self.emit(MetricTypes.COUNTER, "ScenarioPaths", sum(books), "Count")
         for reason, count in sorted(rejected.items()):
             self.emit(MetricTypes.COUNTER, "RequestsRejected", count, "Count", Reason=reason)
         if timings is not None:

@@ -29,6 +29,7 @@ class Replay:
     horizon: str | None = None
     quantiles: str | None = None
     kind: str | None = None
+    scenario: dict | None = None  # a CSV book's options
 
 
 def _price_lines(rows: int = 300, seed: int = 4) -> list[str]:
@@ -201,6 +202,58 @@ def _level_cases(examples) -> list[Replay]:  # noqa: ANN001 - the examples/ fold
     return cases
 
 
+def book_document(examples, rows: int = 320, **scenarios) -> dict:  # noqa: ANN001
+    """A book of two synthetic prices and the 10-year yield on the same ``rows`` days."""
+    dates, notes = _yields(examples, "10Y", "2015-01-01", rows)
+    start = dates[0] + "T00:00:00Z"
+    inputs = [{**_series(name, rows, seed), "start_timestamp": start} for name, seed in (("equity", 41), ("oil", 42))]
+    inputs.append({**inputs[0], "name": "ust10y", "series": notes, "kind": "level"})
+    options = {"horizon": 10, "quantiles": [0.01, 0.5, 0.99]}
+    options["scenarios"] = {"paths": 500, "seed": 1, "exposures": {"equity": 1e6, "oil": -5e5, "ust10y": -8e4}}
+    options["scenarios"].update(scenarios)
+    return {"model": "alm_quantiles", "inputs": inputs, "options": options}
+
+
+def _book_cases(examples) -> list[Replay]:  # noqa: ANN001 - the examples/ folder (a Path)
+    """Books: answered (JSON and CSV), paths returned, and the refusals of a book."""
+    good = book_document(examples)
+    misaligned = book_document(examples)
+    misaligned["inputs"][2]["series"] = misaligned["inputs"][2]["series"][1:]
+    heavy = book_document(examples, paths=100_000)
+    heavy["options"]["horizon"] = 250
+    heavy["inputs"] += [{**item, "name": item["name"] + "-2"} for item in heavy["inputs"]]  # 6 series
+    documents = {
+        "json": good,
+        "return-paths": book_document(examples, paths=20, return_paths=True),
+        "misaligned": misaligned,
+        "exposure-of-no-input": book_document(examples, exposures={"bond": 1.0}),
+        "over-the-work-limit": heavy,
+        "horizon-251": {**good, "options": {**good["options"], "horizon": 251}},
+        "scenarios-not-an-object": {**good, "options": {**good["options"], "scenarios": [1]}},
+    }  # fmt: skip
+    cases = [Replay(f"books/{name}", "alm_quantiles", doc, "application/json") for name, doc in documents.items()]
+    cases.append(Replay("books/on-a-point-model", "sp500_xlstm", good, "application/json"))
+    columns = zip(*(item["series"] for item in good["inputs"]), strict=True)
+    dates, _ = _yields(examples, "10Y", "2015-01-01", 320)
+    table = "Date,equity,oil,ust10y\n" + "".join(
+        f"{d},{a!r},{b!r},{c!r}\n" for d, (a, b, c) in zip(dates, columns, strict=True)
+    )
+    scenario = {"paths": "500", "seed": "1", "exposures": "equity=1e6,oil=-5e5,ust10y=-8e4", "kinds": "ust10y=level"}
+    cases.append(
+        Replay("books/csv", "alm_quantiles", table.encode(), "text/csv", "10", "0.01,0.5,0.99", None, scenario)
+    )
+    cases.append(
+        Replay(
+            "books/csv-bad-exposures",
+            "alm_quantiles",
+            table.encode(),
+            "text/csv",
+            scenario={**scenario, "exposures": "equity"},
+        )
+    )
+    return cases
+
+
 def replay_requests(examples) -> list[Replay]:  # noqa: ANN001 - the examples/ folder (a Path)
     """Every request of the replay, ids unique."""
     hostile = []
@@ -214,5 +267,6 @@ def replay_requests(examples) -> list[Replay]:  # noqa: ANN001 - the examples/ f
                     continue  # TorchServe hands undecodable text/csv bodies over as bytes
             hostile.append(Replay(f"hostile/{case.id}/{transport}", "tiny", body, content_type))
     cases = _example_cases(examples) + hostile + _price_cases() + _json_cases() + _level_cases(examples)
+    cases += _book_cases(examples)
     assert len({case.id for case in cases}) == len(cases)
     return cases

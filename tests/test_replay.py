@@ -58,7 +58,9 @@ def masked(value: object) -> object:
 
 
 def answer(forecaster: Forecaster, case) -> dict:  # noqa: ANN001 - a tests.replay_corpus.Replay
-    outcome = forecaster.predict([Request(case.body, case.content_type, case.horizon, case.quantiles, case.kind)])[0]
+    outcome = forecaster.predict(
+        [Request(case.body, case.content_type, case.horizon, case.quantiles, case.kind, case.scenario)]
+    )[0]
     return {"status": outcome.status, "reason": outcome.reason, "body": json.dumps(masked(outcome.body))}
 
 

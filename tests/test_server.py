@@ -159,6 +159,9 @@ def test_bad_requests_get_their_own_message(torchserve, kwargs, status, fragment
     response = torchserve.predict("tiny", **kwargs)
     assert response.status_code == status, response.text
     body = response.json()
+    if "json" in kwargs:  # a JSON document: KServe's ErrorResponse, the field in param
+        assert body["error"]["param"] == "model" and body["error"]["code"] == str(status)
+        body = {"code": int(body["error"]["code"]), "error": body["error"]["message"]}
     assert body["code"] == status and fragment in body["error"], body
 
 

@@ -28,7 +28,15 @@ BUILTIN_METRICS = (
     "MemoryUsed",
     "MemoryUtilization",
 )
-DOMAIN_METRICS = ("ForecastsServed", "RequestsRejected", "ParseTime", "ForwardTime", "ResponseTime")
+DOMAIN_METRICS = (
+    "ForecastsServed",
+    "RequestsRejected",
+    "BooksServed",
+    "ScenarioPaths",
+    "ParseTime",
+    "ForwardTime",
+    "ResponseTime",
+)
 #: Dashboard variables and what promtool gets in their place.
 VARIABLES = {"$__rate_interval": "1m", "$model": ".*", "$job": ".*"}
 #: The handler's metrics declarations: config.properties names it (metrics_config=).
