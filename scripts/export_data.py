@@ -8,6 +8,8 @@
     python scripts/export_data.py ust:3M examples/ust_3m.csv --tail 300 --close         # one yield a day
     python scripts/export_data.py nasdaq,sp500,wti,ust:10Y examples/portfolio.json --tail 300 --request
                                                                              # many series, one JSON request
+    python scripts/export_data.py sp500,wti,ust:2Y,ust:10Y examples/book.csv --tail 500 --wide
+                                                                             # a book: aligned series, one CSV
 
 OHLCV files have ISO dates and the columns Date, Open, High, Low, Close, Adj Close, Volume.
 Embedding files (``date, emb_0.., last_price``) are built by the checkpoint's own feature
@@ -16,7 +18,9 @@ lookback), float32 values written exactly: sent to the server they give the same
 as the OHLCV file they come from. ``--close`` writes ``Date,Close`` (WTI too; a Treasury tenor
 ``ust:<tenor>`` writes ``Date,<tenor>``, a level series); ``--request`` writes a KServe
 time-series ForecastRequest of the named series (their closes or yields, each with its ``kind``,
-``horizon`` 5 and every quantile level of the default model).
+``horizon`` 5 and every quantile level of the default model); ``--wide`` writes them on their
+common days as one CSV, ``Date,<name>,...`` (names without the ``ust:``'s colon: ``ust10y``), a
+book's file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from alm_forecaster import kserve
 from alm_forecaster.train import datasets, price_series
@@ -40,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", type=Path, default=None, help="write embeddings made by this checkpoint")
     parser.add_argument("--close", action="store_true", help="write Date,Close only")
     parser.add_argument("--request", action="store_true", help="write a JSON ForecastRequest of the series")
+    parser.add_argument("--wide", action="store_true", help="write the series on their common days as one CSV")
     args = parser.parse_args(argv)
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.wide:
+        return write_wide(args.dataset.split(","), args.output, args.tail)
     if args.close or args.request:
         names = args.dataset.split(",")
         series = [price_series.load(name) for name in names]
@@ -67,6 +76,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         frame.to_csv(args.output, date_format="%Y-%m-%d")
     print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def write_wide(specs: list[str], output: Path, tail: int | None) -> int:
+    """The series on their common days: Date,<name1>,<name2>,... (a book's CSV)."""
+    series = [price_series.load(spec) for spec in specs]
+    common = series[0].dates
+    for s in series[1:]:
+        common = np.intersect1d(common, s.dates)
+    common = common[-tail:] if tail else common
+    names = [spec.replace(":", "").lower() for spec in specs]
+    columns = [s.prices[np.searchsorted(s.dates, common)].tolist() for s in series]
+    lines = ["Date," + ",".join(names)] + [
+        f"{d}," + ",".join(repr(c[i]) for c in columns) for i, d in enumerate(common)
+    ]
+    output.write_text("\n".join(lines) + "\n")
+    print(f"wrote {output} ({len(common)} common days, {common[0]} .. {common[-1]})", file=sys.stderr)
     return 0
 
 

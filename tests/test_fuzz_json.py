@@ -1,6 +1,7 @@
 """Hostile JSON against the real server: every JSON path, fuzzed with hypothesis.
 
-Documents start valid (a ForecastRequest of price and level series, with options) and are then
+Documents start valid (a ForecastRequest of price and level series, with options, or the same
+series as a book with scenario options) and are then
 mutated field by field: a field replaced by any JSON value (null, booleans, integers far beyond
 float64, floats such as NaN and 1e308, unicode text, arrays and objects), a field removed,
 names duplicated, arrays made huge, nesting made deep, the encoded bytes truncated or spliced
@@ -57,6 +58,15 @@ def base_document() -> dict:
 
 
 BASE = base_document()
+#: A book of the same two series (issue 17): small, so that a mutation cannot make it slow.
+BOOK = {
+    **BASE,
+    "options": {
+        "horizon": 5,
+        "quantiles": [0.01, 0.5, 0.99],
+        "scenarios": {"paths": 200, "seed": 1, "exposures": {"px": 1e6, "rate": -8e4}, "risk_levels": [0.99]},
+    },
+}
 #: Where a mutation may land: (path, how to reach it).
 FIELDS = [
     (),
@@ -76,6 +86,14 @@ FIELDS = [
     ("options", "horizon"),
     ("options", "quantiles"),
     ("options", "quantiles", 0),
+    ("options", "scenarios"),
+    ("options", "scenarios", "paths"),
+    ("options", "scenarios", "seed"),
+    ("options", "scenarios", "exposures"),
+    ("options", "scenarios", "exposures", "px"),
+    ("options", "scenarios", "exposures", "nobody"),
+    ("options", "scenarios", "risk_levels"),
+    ("options", "scenarios", "return_paths"),
     ("metadata",),
 ]
 
@@ -125,8 +143,9 @@ def put(document: dict, path: tuple, value: object) -> dict:
 
 @st.composite
 def hostile(draw) -> bytes:
-    """One hostile body: a valid document with one to three mutations, or its bytes damaged."""
-    document = json.loads(json.dumps(BASE))
+    """One hostile body: a valid document (a forecast or a book) with one to three mutations, or
+    its bytes damaged."""
+    document = json.loads(json.dumps(draw(st.sampled_from([BASE, BOOK]))))
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(FIELDS))
         kind = draw(st.sampled_from(["value", "value", "remove", "deep", "huge", "duplicate"]))

@@ -10,6 +10,7 @@ the worker lives; BooksServed and ScenarioPaths count exactly what was served.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -153,3 +154,17 @@ def test_the_client_sends_a_book(served, offline, tmp_path):
     assert len(rows) == 11 and float(rows[10][5]) == pytest.approx(want["book"]["var"]["0.99"][9])
     refused = subprocess.run([*base[:-8], "--exposures", "bond=1"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "options.scenarios.exposures.bond" in refused.stderr
+
+
+def test_the_readme_book_example(served):
+    """README's curl of examples/book.csv, its headers read from README.md itself."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Books: joint scenarios")
+    block = readme[start : readme.index("```\n", readme.index("```bash", start) + 7)]
+    headers = dict(h.split(": ", 1) for h in re.findall(r"-H '([^']+)'", block) if ": " in h)
+    assert "X-Book-Exposures" in headers and headers["X-Forecast-Horizon"] == "250"
+    answer = served.predict(MODEL, data=(EXAMPLES / "book.csv").read_bytes(), headers=headers)
+    assert answer.status_code == 200, answer.text
+    book = answer.json()["book"]
+    assert len(book["var"]["0.99"]) == 250 and len(answer.json()["outputs"]) == 4
+    assert all(es >= var > 0 for es, var in zip(book["es"]["0.99"], book["var"]["0.99"], strict=True))
