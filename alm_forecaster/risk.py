@@ -25,6 +25,18 @@ def quantiles(values: np.ndarray, levels: np.ndarray | list[float]) -> np.ndarra
     return np.partition(values, np.unique(k), axis=-1)[..., k]
 
 
+def summary(
+    pnl: np.ndarray, levels: tuple[float, ...], risk_levels: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(quantiles at ``levels``, VaR, ES at ``risk_levels``) of a P&L sample (P,), from one
+    partition of it."""
+    tails = 1.0 - np.asarray(risk_levels, dtype=np.float64)
+    k, t = ranks(levels, len(pnl)), ranks(tails, len(pnl))
+    ordered = np.partition(pnl, np.unique(np.concatenate([k, t])))
+    es = np.array([ordered[: i + 1].mean() for i in t])
+    return ordered[k], -ordered[t], -es
+
+
 def var_es(pnl: np.ndarray, risk_levels: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray]:
     """(VaR, ES) of a P&L sample (P,) at each risk level (0.99: the 1% worst): positive losses."""
     tails = 1.0 - np.asarray(risk_levels, dtype=np.float64)

@@ -90,12 +90,15 @@ def simulate(history: Panel, forecast: Forecast, settings: Settings) -> Scenario
     paths = np.empty((settings.paths, steps, count), np.float32) if settings.return_paths else None
 
     rng = np.random.default_rng(settings.seed)
-    sig2 = np.broadcast_to(sigma2.astype(np.float32), (settings.paths, count)).copy()
-    cumulative = np.zeros((settings.paths, count), np.float32)
+    # Series-major (N, P): every per-series pass (the mapping, the quantiles) reads a contiguous row.
+    shocks_of_day = np.ascontiguousarray(residuals.T)  # (N, M)
+    sig2 = np.repeat(sigma2.astype(np.float32)[:, None], settings.paths, axis=1)
+    cumulative = np.zeros((count, settings.paths), np.float32)
     carried = np.zeros_like(cumulative)  # each path's step-K mapping, carried forward
-    alpha, beta, omega = np.float32(ALPHA), np.float32(BETA), omega.astype(np.float32)
+    alpha, beta, omega = np.float32(ALPHA), np.float32(BETA), omega.astype(np.float32)[:, None]
+    exposures = settings.exposures.astype(np.float32)
     for h in range(steps):
-        shocks = np.sqrt(sig2) * residuals[rng.integers(0, len(residuals), size=settings.paths)]
+        shocks = np.sqrt(sig2) * shocks_of_day[:, rng.integers(0, len(residuals), size=settings.paths)]
         cumulative += shocks
         sig2 = omega + alpha * shocks * shocks + beta * sig2
         if h < model.shape[1] and settings.model_marginals:
@@ -103,14 +106,13 @@ def simulate(history: Panel, forecast: Forecast, settings: Settings) -> Scenario
             carried = mapped - cumulative
         else:
             mapped = cumulative + carried
-        changes = risk.quantiles(mapped.T, wanted)  # (N, Q)
-        out_series[:, h] = _values(history, forecast.anchors, changes)
-        units = np.where(prices, np.expm1(mapped), mapped)
-        pnl = units.astype(np.float64) @ settings.exposures
-        book[h] = risk.quantiles(pnl, settings.levels)
-        var[h], es[h] = risk.var_es(pnl, settings.risk_levels)
+        out_series[:, h] = _values(history, forecast.anchors, risk.quantiles(mapped, wanted))
+        units = mapped if paths is None and not prices.any() else mapped.copy()
+        units[prices] = np.expm1(mapped[prices])
+        pnl = (exposures @ units).astype(np.float64)
+        book[h], var[h], es[h] = risk.summary(pnl, settings.levels, settings.risk_levels)
         if paths is not None:
-            paths[:, h] = units
+            paths[:, h] = units.T
     keep = [wanted.index(level) for level in settings.levels]
     return Scenarios(
         settings.levels,
@@ -140,22 +142,21 @@ def _filter(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _onto_model(cumulative: np.ndarray, model: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
-    """Each series' simulated changes (P, N) mapped, rank for rank, onto the model's quantiles
+    """Each series' simulated changes (N, P) mapped, rank for rank, onto the model's quantiles
     ``model`` (N, Qm) at ``levels``: piecewise linear through them, beyond the outer levels the
     simulated tail scaled by the model's half-spread over the engine's."""
-    knots = risk.quantiles(cumulative.T, levels).astype(np.float64)  # (N, Qm)
+    knots = risk.quantiles(cumulative, levels).astype(np.float64)  # (N, Qm)
     mid = len(levels) // 2
     out = np.empty_like(cumulative)
-    for i in range(cumulative.shape[1]):
+    for i in range(len(cumulative)):
         xp = knots[i] + np.arange(len(levels)) * 1e-12  # ties (a discrete history) stay ordered
         fp = model[i]
-        x = cumulative[:, i].astype(np.float64)
+        x = cumulative[i].astype(np.float64)
         low = (fp[mid] - fp[0]) / max(xp[mid] - xp[0], 1e-12)
         high = (fp[-1] - fp[mid]) / max(xp[-1] - xp[mid], 1e-12)
         inner = np.interp(x, xp, fp)
-        out[:, i] = np.where(
-            x < xp[0], fp[0] + (x - xp[0]) * low, np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * high, inner)
-        )
+        upper = np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * high, inner)
+        out[i] = np.where(x < xp[0], fp[0] + (x - xp[0]) * low, upper)
     return out
 
 

@@ -32,6 +32,7 @@ from alm_ops.launcher import TorchServe, start_torchserve
 
 from . import ROOT
 from .inprocess import median_ms
+from .report import write_marked_section
 
 CHECKPOINT = ROOT / "models" / "alm_quantiles.pt"
 MODEL = "alm_quantiles"
@@ -174,14 +175,5 @@ def markdown(results: dict, command: str) -> str:
 
 
 def write_section(text: str, path: Path) -> None:
-    """Replace (or append) the section between the distribution markers of BENCHMARKS.md."""
-    begin, end = "<!-- distributions: begin -->", "<!-- distributions: end -->"
-    current = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{text}{end}\n"
-    if begin in current and end in current:
-        head, _, rest = current.partition(begin)
-        _, _, tail = rest.partition(end)
-        current = head + block + tail.lstrip("\n")
-    else:
-        current = current.rstrip("\n") + "\n\n" + block
-    path.write_text(current)
+    """Replace (or append) the distributions section of BENCHMARKS.md."""
+    write_marked_section(text, path, "distributions")

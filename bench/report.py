@@ -95,6 +95,21 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
     out.write_text("\n".join(lines + kept) + "\n")
 
 
+def write_marked_section(text: str, path: Path, name: str) -> None:
+    """Replace (or append) the section ``<!-- NAME: begin -->`` .. ``<!-- NAME: end -->`` of a
+    report with ``text`` (the sections other commands own, see `kept_sections`)."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    current = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{text}{end}\n"
+    if begin in current and end in current:
+        head, _, rest = current.partition(begin)
+        _, _, tail = rest.partition(end)
+        current = head + block + tail.lstrip("\n")
+    else:
+        current = current.rstrip("\n") + "\n\n" + block
+    path.write_text(current)
+
+
 def kept_sections(text: str) -> list[str]:
     """The sections other commands own in the file (``<!-- NAME: begin -->`` to ``<!-- NAME: end -->``,
     e.g. scripts/bench_quantiles.py's): a rewrite of the report keeps them, at its end."""

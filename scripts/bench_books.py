@@ -1,0 +1,35 @@
+"""What a book costs: joint scenarios in-process and through a private TorchServe, and the
+worker's peak memory (bench/books.py), against the issue's targets.
+
+    python scripts/bench_books.py                       # prints the Markdown section
+    python scripts/bench_books.py --out BENCHMARKS.md   # and writes it into BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from bench import books
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each book")
+    parser.add_argument("--out", type=Path, default=None, help="write the section into this Markdown file")
+    args = parser.parse_args(argv)
+    results = books.run(args.repeats)
+    command = "python scripts/bench_books.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = books.markdown(results, command.strip())
+    print(text)
+    print(json.dumps(results, indent=1), file=sys.stderr)
+    if args.out:
+        books.write_section(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
