@@ -217,9 +217,9 @@ def summary(request: BookRequest, paths: Scenarios, names: tuple[str, ...]) -> d
     paths when asked), levels keyed as the series' quantiles are (``"0.01"``)."""
     out = {
         "exposures": {name: request.exposures.get(name, 0.0) for name in names},
-        "quantiles": {f"{lv:g}": [float(v) for v in paths.book[:, j]] for j, lv in enumerate(paths.levels)},
-        "var": {f"{lv:g}": [float(v) for v in paths.var[:, j]] for j, lv in enumerate(paths.risk_levels)},
-        "es": {f"{lv:g}": [float(v) for v in paths.es[:, j]] for j, lv in enumerate(paths.risk_levels)},
+        "quantiles": {f"{lv:g}": paths.book[:, j].tolist() for j, lv in enumerate(paths.levels)},
+        "var": {f"{lv:g}": paths.var[:, j].tolist() for j, lv in enumerate(paths.risk_levels)},
+        "es": {f"{lv:g}": paths.es[:, j].tolist() for j, lv in enumerate(paths.risk_levels)},
         "paths_simulated": request.paths,
         "seed": request.seed,
     }

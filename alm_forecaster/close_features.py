@@ -51,41 +51,60 @@ FEATURE_NAMES = (
 
 def features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, F), sigma (n,)) of the coordinates y (n,); the first LOOKBACK rows are NaN."""
-    log_close = np.asarray(y, dtype=np.float64)
-    r = np.concatenate([[0.0], np.diff(log_close)])
-    sigma = _ewma_sigma(r)
-    sigma[:EWMA_WINDOW] = np.nan  # r[0] is a placeholder: sigma needs EWMA_WINDOW real returns
+    feats, sigma = panel_features(np.asarray(y, dtype=np.float64)[None, :])
+    return feats[0], sigma[0]
+
+
+def panel_features(y: np.ndarray, last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, R, F), sigma (N, R)) of the coordinates y (N, T) of N series at once, at
+    their last R = ``last`` rows (all T rows: None): a request's windows read 20 rows, so only
+    those are computed, for every series of the batch in one pass of array operations."""
+    y = np.asarray(y, dtype=np.float64)
+    n, t = y.shape
+    rows = t if last is None else min(last, t)
+    pad = np.full((n, EWMA_WINDOW + _LAGS), np.nan)  # every window reads real values or NaN
+    padded = np.concatenate([pad, y], axis=1)
+    r = np.concatenate([pad, np.zeros((n, 1)), np.diff(y, axis=1)], axis=1)  # r of day 0: a placeholder
+    squares = r**2
+    reach = rows + _LAGS - 1  # sigma of the oldest lag of the first row (before day 0: NaN)
+    sigma_reach = _ewma_sigma(squares, reach)
+    sigma_reach[:, : max(0, EWMA_WINDOW - (t - reach))] = np.nan  # sigma needs EWMA_WINDOW real returns
+    sigma = sigma_reach[:, reach - rows :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = r / sigma
-        columns = [_lag(z, k) for k in range(_LAGS)]
+        z = r[:, r.shape[1] - reach :] / sigma_reach
+        columns = [_tail(z, rows, k) for k in range(_LAGS)]
         columns += [np.abs(c) for c in columns]
         for w in _VOL_WINDOWS:
-            columns.append(np.log(np.sqrt(_trailing(r**2, w).mean(axis=1)) / sigma))
+            columns.append(np.log(np.sqrt(_windows(squares, w, rows).mean(axis=2)) / sigma))
+        now = padded[:, padded.shape[1] - rows :]
         for w in _RETURN_WINDOWS:
-            columns.append((log_close - _lag(log_close, w)) / (sigma * np.sqrt(w)))
-        high = _trailing(log_close, 60).max(axis=1)
-        low = _trailing(log_close, 60).min(axis=1)
-        columns.append((log_close - high) / (sigma * np.sqrt(60)))
-        columns.append((log_close - low) / (sigma * np.sqrt(60)))
-    out = np.clip(np.stack(columns, axis=1), -_CLIP, _CLIP)
-    out[:LOOKBACK] = np.nan
+            columns.append((now - _tail(padded, rows, w)) / (sigma * np.sqrt(w)))
+        high = _windows(padded, 60, rows).max(axis=2)
+        low = _windows(padded, 60, rows).min(axis=2)
+        columns.append((now - high) / (sigma * np.sqrt(60)))
+        columns.append((now - low) / (sigma * np.sqrt(60)))
+    out = np.clip(np.stack(columns, axis=2), -_CLIP, _CLIP)
+    out[:, : max(0, LOOKBACK - (t - rows))] = np.nan
     return out, sigma
 
 
-def _ewma_sigma(r: np.ndarray) -> np.ndarray:
-    """sqrt(sum_j w_j r_{t-j}^2) with w_j proportional to lambda^j for j < EWMA_WINDOW."""
+def _ewma_sigma(squares: np.ndarray, rows: int) -> np.ndarray:
+    """(N, rows): sqrt(sum_j w_j r_{t-j}^2), w_j proportional to lambda^j for j < EWMA_WINDOW, at
+    the last ``rows`` days."""
     weights = EWMA_LAMBDA ** np.arange(EWMA_WINDOW)
     weights /= weights.sum()
-    return np.sqrt(_trailing(r**2, EWMA_WINDOW)[:, ::-1] @ weights)
+    return np.sqrt(_windows(squares, EWMA_WINDOW, rows)[:, :, ::-1] @ weights)
 
 
-def _trailing(x: np.ndarray, w: int) -> np.ndarray:
-    """(n, w): the w values ending at each row, NaN before the series starts."""
-    return sliding_window_view(np.concatenate([np.full(w - 1, np.nan), x]), w)
+def _windows(x: np.ndarray, w: int, rows: int) -> np.ndarray:
+    """(N, rows, w): the w values ending at each of the last ``rows`` columns of x (N, T')."""
+    return sliding_window_view(x, w, axis=1)[:, -rows:, :]
 
 
-def _lag(x: np.ndarray, k: int) -> np.ndarray:
-    return np.concatenate([np.full(k, np.nan), x[: len(x) - k]]) if k else x
+def _tail(x: np.ndarray, rows: int, lag: int) -> np.ndarray:
+    """(N, rows): x's last ``rows`` columns, ``lag`` columns earlier."""
+    end = x.shape[1] - lag
+    return x[:, end - rows : end]
 
 
 @dataclass(frozen=True)
@@ -117,28 +136,37 @@ class ClosePipeline:
     def windows(self, panel: Panel, seq_len: int) -> Windows:
         """Each series' window (from its last `rows_needed` values), or the error that refuses it."""
         needed = self.rows_needed(seq_len)
-        recent = panel.last(needed)
         windows: list[Window | None] = [None] * len(panel)
         errors = list(panel.errors)
-        for i in np.flatnonzero(panel.usable):
-            if panel.lengths[i] < needed:
-                errors[i] = InputError(
-                    f"{panel.labels[i]}: Not enough data points. Need at least {needed}, got "
-                    f"{panel.lengths[i]}{self.why(seq_len, panel.kinds[i].noun)}",
-                    reason="too_few_rows",
+        for i in np.flatnonzero(panel.usable & (panel.lengths < needed)):
+            errors[i] = InputError(
+                f"{panel.labels[i]}: Not enough data points. Need at least {needed}, got "
+                f"{panel.lengths[i]}{self.why(seq_len, panel.kinds[i].noun)}",
+                reason="too_few_rows",
+            )
+        ready = np.flatnonzero(panel.usable & (panel.lengths >= needed))
+        if not len(ready):
+            return windows, errors
+        recent = panel.last(needed)[ready]
+        y = np.empty_like(recent)
+        for kind in set(panel.kinds[i] for i in ready):  # each kind's coordinates, a group at a time
+            rows = np.array([panel.kinds[i] is kind for i in ready])
+            y[rows] = kind.coordinates(recent[rows])
+        feats, sigma = panel_features(y, last=seq_len)  # every series of the request at once
+        feats = feats.astype(np.float32)
+        scales = sigma[:, -1]
+        usable = np.isfinite(feats).all(axis=(1, 2)) & np.isfinite(scales) & (scales > 0)
+        for row, i in enumerate(ready):
+            if usable[row]:
+                windows[i] = Window(
+                    embeddings=feats[row], current_price=float(panel.anchors[i]), scale=float(scales[row])
                 )
-                continue
-            feats, sigma = features(panel.kinds[i].coordinates(recent[i]))
-            window = feats[-seq_len:].astype(np.float32)
-            scale = float(sigma[-1])
-            if not (np.isfinite(window).all() and np.isfinite(scale) and scale > 0):
+            else:
                 errors[i] = InputError(
                     f"{panel.labels[i]}: the last {needed} {panel.kinds[i].noun} do not move (or overflow): their "
                     "volatility is zero or not finite, so no distribution can be scaled from them.",
                     reason="bad_value",
                 )
-                continue
-            windows[i] = Window(embeddings=window, current_price=float(panel.anchors[i]), scale=scale)
         return windows, errors
 
     def state(self) -> dict:

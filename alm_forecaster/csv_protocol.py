@@ -41,7 +41,7 @@ def encode(job: Job, forecast: Forecast) -> Outcome:
     """The seed-format answer, or the error of the request's one series."""
     if forecast.errors[0] is not None:
         return Outcome.from_error(forecast.errors[0])
-    point = [float(v) for v in forecast.point[0]]
+    point = forecast.point[0].tolist()
     body = {
         "predicted_prices": point,
         "prediction_horizon": len(point),

@@ -48,7 +48,7 @@ class Forecast:
 
     def by_level(self, i: int) -> dict[str, list[float]]:
         """Series ``i``'s quantiles as ``{"0.05": [step 1, ...], ...}``."""
-        return {self.level_key(lv): [float(v) for v in self.quantiles[i, :, j]] for j, lv in enumerate(self.levels)}
+        return {self.level_key(lv): self.quantiles[i, :, j].tolist() for j, lv in enumerate(self.levels)}
 
     def series(self, i: int) -> Forecast:
         """The forecast of series ``i`` alone."""

@@ -47,6 +47,8 @@ DAILY = ("D", "DAY")
 MAX_SERIES = json_limits.MAX_SERIES
 #: A start_timestamp: an ISO 8601 date, optionally a time (seconds, fractions) and a zone.
 ISO_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?")
+#: The Python types of the values of a series as json.loads makes them (bool is not a number).
+NUMBERS = {float, int}
 #: How a refused price names the fix, when the model also forecasts levels.
 LEVEL_HINT = 'set "kind": "level" on this input'
 
@@ -203,16 +205,24 @@ def _series(
 
 
 def _values(values: object, where: str, kind: SeriesKind, hint: str) -> np.ndarray:
+    """A series' values as float64, checked at array speed; the first bad one is named."""
     if not isinstance(values, list) or not values:
         raise series_error(where, f"must be a non-empty list of {kind.noun}, oldest first", "bad_value")
-    for k, value in enumerate(values):
+    if set(map(type, values)) <= NUMBERS:  # the usual series: plain JSON numbers
+        try:
+            array = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64: the scan below names it
+            array = None
+        if array is not None and np.isfinite(array).all() and not kind.invalid(array).any():
+            return array
+    for k, value in enumerate(values):  # something is wrong: find and name the first bad value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise series_error(f"{where}[{k}]", f"{shown(value)} is not a number", "bad_value")
         if not json_limits.finite_number(value):
             raise series_error(f"{where}[{k}]", f"{shown(value)} is not a finite number", "bad_value")
         if kind.invalid(np.array([value]))[0]:
             raise kind.refusal(f"{where}[{k}]", value, param=f"{where}[{k}]", hint=hint)
-    return np.asarray(values, dtype=np.float64)
+    raise AssertionError("a series was refused but no value is bad")  # pragma: no cover
 
 
 def _timestamp(value: object, where: str) -> np.datetime64:
@@ -258,10 +268,10 @@ def _encode_book(document: TimeSeriesRequest, forecast: Forecast) -> Outcome:
         content = {
             "type": UNIVARIATE,
             "name": series.name,
-            "mean_forecast": [float(v) for v in paths.median[i]],
+            "mean_forecast": paths.median[i].tolist(),
             "frequency": "day" if series.frequency.lower() == "day" else "D",
             "start_timestamp": forecast_start(series, document.panel.lengths[i]),
-            "quantiles": {f"{lv:g}": [float(v) for v in paths.series[i, :, j]] for j, lv in enumerate(paths.levels)},
+            "quantiles": {f"{lv:g}": paths.series[i, :, j].tolist() for j, lv in enumerate(paths.levels)},
         }
         out = {"type": "time_series_forecast", "id": f"ts_{uuid.uuid4().hex}", "status": "completed"}
         outputs.append({**out, "content": [content]})
@@ -305,7 +315,7 @@ def output(series: SeriesInput, forecast: Forecast, length: int, error: RequestE
     content = {
         "type": UNIVARIATE,
         "name": series.name,
-        "mean_forecast": [float(v) for v in forecast.point[i]],
+        "mean_forecast": forecast.point[i].tolist(),
         "frequency": "day" if series.frequency.lower() == "day" else "D",  # a KServe Frequency value
         "start_timestamp": forecast_start(series, length),
     }
