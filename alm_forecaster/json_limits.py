@@ -1,9 +1,17 @@
 """How large and how deep a JSON request may be: checked before the body is decoded and after.
 
-    raw body (bytes the worker must decode: TorchServe could not, or an in-process caller)
-      -> nesting depth counted without decoding (strings blanked, brackets summed): over
-         MAX_DEPTH is a 400 ``json_too_deep`` naming the limit, before json.loads can recurse
-      -> json.loads; not JSON, or not UTF-8: a 400 ``bad_json``
+    raw body (the handler asks TorchServe not to decode JSON: its json.loads costs more than
+    the forward of a large request)
+      -> orjson (about 5x faster than json.loads, depth-limited without recursion): the usual
+         document, then its depth checked as below
+      -> anything orjson refuses (NaN literals, a number beyond float64, lone surrogates, too
+         deep, not JSON) takes the standard library's path, so that the answer is what
+         json.loads gives: nesting depth counted without decoding (strings blanked, brackets
+         summed), over MAX_DEPTH a 400 ``json_too_deep`` naming the limit before json.loads can
+         recurse; then json.loads; not JSON, or not UTF-8: a 400 ``bad_json``
+      -> one difference stays: orjson reads an integer beyond 64 bits as the nearest float, where
+         json.loads keeps an int: the same value in a series; an option that must be an integer
+         says it is not one (a 4xx either way)
     decoded document (TorchServe decodes application/json bodies itself)
       -> the same depth limit, walked without recursion (a series' values are not walked:
          each must be a number, and the protocol refuses any other value on its own)
@@ -21,6 +29,7 @@ import math
 import re
 
 import numpy as np
+import orjson
 
 from alm_forecaster.errors import MALFORMED, InputError
 
@@ -42,9 +51,13 @@ _OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 
 
 def loads(raw: bytes | bytearray | str) -> object:
-    """The JSON value of a raw body; a 400 naming the problem when it is nested too deep or is
-    not JSON."""
+    """The JSON value of a raw body (orjson's, else json.loads's); a 400 naming the problem when
+    it is nested too deep or is not JSON."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # the standard library's path below decides, and names the problem
     depth = raw_depth(data)
     if depth > MAX_DEPTH:
         raise too_deep(depth)

@@ -72,6 +72,12 @@ from alm_forecaster.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
+# TorchServe's worker decodes an application/json body with json.loads before the handler sees
+# it (ts/protocol/otf_message_handler.py reads this variable at every request): for a request
+# of 1,000 series that costs more than the forward. The core decodes it instead
+# (alm_forecaster/json_limits.py: orjson, with json.loads's answer for anything orjson refuses).
+os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
+
 #: Where TorchServe puts a request's content: multipart fields ``data``/``file``, raw ``body``.
 PAYLOAD_KEYS = ("data", "file", "body")
 

@@ -20,7 +20,7 @@ LAYERS = {
     "core": (
         "alm_forecaster/*.py alm_forecaster/native/*.py",
         {"core"},
-        {"numpy", "torch"},
+        {"numpy", "torch", "orjson"},
     ),
     "train": (
         "alm_forecaster/train/*.py",

@@ -1,0 +1,80 @@
+"""The JSON decoder of the core: json.loads's answer, faster, and the limits it states.
+
+orjson decodes the usual document; whatever it refuses goes the standard library's way, so the
+value (or the 400) is always what json.loads gives: checked here on the documents where the two
+libraries differ. Depth is counted without recursion, on raw bytes and on decoded documents.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from alm_forecaster import close_features, json_limits
+from alm_forecaster.errors import InputError
+from alm_forecaster.testing.synthetic import price_series
+
+SAME_AS_JSON_LOADS = [
+    b'{"model": "m", "inputs": [{"name": "a", "series": [1.5, 2, -3e-7, 1e308]}]}',
+    b'{"a": NaN, "b": Infinity, "c": -Infinity}',  # orjson refuses NaN literals: json.loads's path
+    b'{"s": "\\ud800 lone surrogate"}',
+    b'{"k": 1, "k": 2}',  # the last duplicate wins, as in json.loads
+    b'[1, 2.50, "x", null, true, false, {}]',
+    "\ufeff".encode() + b"{}",
+]
+
+
+@pytest.mark.parametrize("raw", SAME_AS_JSON_LOADS)
+def test_the_value_is_json_loads_value(raw):
+    try:
+        want = json.loads(raw)
+    except ValueError:
+        with pytest.raises(InputError):
+            json_limits.loads(raw)
+        return
+    got = json_limits.loads(raw)
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def test_an_integer_beyond_64_bits_is_its_nearest_float():
+    """orjson's one difference from json.loads: the same value wherever a number is read."""
+    big = 123456789012345678901234567890
+    assert json_limits.loads(b'{"big": %d}' % big) == {"big": float(big)}
+    assert json_limits.loads(b"[1" + b"0" * 400 + b"]") == [10**400]  # beyond float64: json.loads's int
+
+
+@pytest.mark.parametrize("raw", [b"{oops", b"\xff\xfe{}", b"", b"[1, 2"])
+def test_not_json_is_a_400(raw):
+    with pytest.raises(InputError) as caught:
+        json_limits.loads(raw)
+    assert caught.value.status == 400 and caught.value.reason == "bad_json"
+
+
+def test_depth_is_counted_without_recursion():
+    deep = b"[" * 200_000 + b"]" * 200_000
+    with pytest.raises(InputError, match="200000 deep; at most 16") as caught:
+        json_limits.loads(deep)
+    assert caught.value.reason == "json_too_deep"
+    assert json_limits.raw_depth(b'{"a": "[[[[[[", "b": [[1]]}') == 3  # brackets inside strings do not count
+    nested: object = 1
+    for _ in range(json_limits.MAX_DEPTH):
+        nested = [nested]
+    json_limits.check_depth(nested)  # exactly the limit
+    with pytest.raises(InputError, match="17 deep"):
+        json_limits.check_depth([nested])
+    json_limits.check_depth({"inputs": [{"series": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}]})  # values: not walked
+
+
+def test_panel_features_are_each_series_features():
+    """The features of many series at once, at their last rows, are each series' own features
+    at all its rows (training's path), bit for bit."""
+    ys = np.stack([np.log(price_series(300, seed=k)[1]) for k in range(12)])
+    at_once, sigma = close_features.panel_features(ys, last=20)
+    for k, y in enumerate(ys):
+        alone, sigma_alone = close_features.features(y)
+        np.testing.assert_array_equal(at_once[k], alone[-20:])
+        np.testing.assert_array_equal(sigma[k], sigma_alone[-20:])
+    full, _ = close_features.panel_features(ys)
+    assert np.isnan(full[:, : close_features.LOOKBACK]).all() and np.isfinite(full[:, close_features.LOOKBACK :]).all()
