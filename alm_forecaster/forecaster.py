@@ -112,9 +112,11 @@ class Forecaster:
         """Rows a request must have: the window, plus the pipeline's lookback for raw prices."""
         return self.pipeline.input.rows_needed
 
-    def predict_files(self, paths: list[Path], batch_size: int = 64) -> Iterator[tuple[Path, Outcome]]:
+    def predict_files(
+        self, paths: list[Path], batch_size: int = 64, kind: str | None = None
+    ) -> Iterator[tuple[Path, Outcome]]:
         """(path, outcome) per file, in order, ``batch_size`` files per forward; a file that
-        cannot be read is refused without reaching the model."""
+        cannot be read is refused without reaching the model; ``kind``: the CSV files' series kind."""
         for first in range(0, len(paths), batch_size):
             chunk = paths[first : first + batch_size]
             outcomes: dict[int, Outcome] = {}
@@ -125,7 +127,7 @@ class Forecaster:
                 except OSError as exc:
                     refusal = InputError(f"cannot read the file: {exc.strerror or exc}", reason="unreadable")
                     outcomes[i] = Outcome.from_error(refusal)
-            requests = [Request(body, _content_type(chunk[i])) for i, body in payloads.items()]
+            requests = [Request(body, _content_type(chunk[i]), kind=kind) for i, body in payloads.items()]
             outcomes.update(zip(payloads, self.predict(requests), strict=True))
             yield from ((path, outcomes[i]) for i, path in enumerate(chunk))
 

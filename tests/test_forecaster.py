@@ -182,3 +182,16 @@ def test_cli_refuses_a_bad_checkpoint(tmp_path):
     proc = run_cli("--checkpoint", str(bad), str(bad))
     assert proc.returncode == 2
     assert f"{bad}: not a readable PyTorch checkpoint" in proc.stderr
+
+
+def test_cli_without_a_checkpoint_forecasts_with_the_served_default_model():
+    """A newcomer's first call: scripts/forecast.py FILE, the model config.properties starts first."""
+    proc = run_cli(str(ROOT / "examples" / "nasdaq_close.csv"))
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["model"] == "alm_quantiles" and set(answer["quantiles"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
+    level = json.loads(run_cli("--kind", "level", str(ROOT / "examples" / "ust_3m.csv")).stdout)
+    price = json.loads(run_cli(str(ROOT / "examples" / "ust_3m.csv")).stdout)
+    assert level["current_price"] == price["current_price"] == 0.04 and level["quantiles"] != price["quantiles"]
+    refused = run_cli("--kind", "rate", str(ROOT / "examples" / "ust_3m.csv"))
+    assert refused.returncode == 1 and "'rate' is not a series kind" in refused.stderr
