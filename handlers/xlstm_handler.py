@@ -32,7 +32,9 @@ Level="Model":
 * ``RequestsRejected`` (counter, ``Reason``): one per request without a forecast, by its
   outcome's reason (missing_columns, too_few_rows, bad_value, encoding, no_payload, ...,
   ``internal`` for an unexpected failure, ``out_of_memory``);
-* ``ParseTime``, ``ForwardTime``, ``ResponseTime`` (gauges, ms): the stages of the last batch.
+* ``ParseTime``, ``ForwardTime``, ``ResponseTime`` (gauges, ms): the stages of the last batch;
+* ``StageSeconds`` (histogram, ``Stage``: decode, forward, encode, handler): each request observes
+  its batch's stage times, so a p99 can be read from Prometheus.
 
 Archive YAML keys read here (``handler:`` section, all optional)::
 
@@ -158,8 +160,10 @@ class XLSTMHandler(BaseHandler):
         outcomes, timings = self.forecast(data)
         responses = self.respond(outcomes, context)
         self.record(outcomes, timings)
+        handler_ms = (time.perf_counter() - start) * 1000
+        self.observe(len(data), timings, handler_ms)
         try:
-            context.metrics.add_time("HandlerTime", round((time.perf_counter() - start) * 1000, 2), None, "ms")
+            context.metrics.add_time("HandlerTime", round(handler_ms, 2), None, "ms")
         except Exception:  # metrics are best effort
             log.debug("could not record HandlerTime", exc_info=True)
         return responses
@@ -227,6 +231,15 @@ class XLSTMHandler(BaseHandler):
                 ("ResponseTime", timings.response_ms),
             ):
                 self.emit(MetricTypes.GAUGE, name, round(value, 3), "ms")
+
+    def observe(self, requests: int, timings: Timings | None, handler_ms: float) -> None:
+        """The stage histogram: each request of the batch observes its batch's stage times."""
+        stages = {"handler": handler_ms}
+        if timings is not None:
+            stages |= {"decode": timings.parse_ms, "forward": timings.forward_ms, "encode": timings.response_ms}
+        for stage, ms in stages.items():
+            for _ in range(requests):
+                self.emit(MetricTypes.HISTOGRAM, "StageSeconds", ms / 1e3, "Seconds", Stage=stage)
 
     def emit(self, metric_type: MetricTypes, name: str, value: float, unit: str, **dimensions: str) -> None:
         """Emit one of metrics_config.yaml's model metrics, its dimensions filled by name.

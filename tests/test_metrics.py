@@ -32,6 +32,7 @@ DOMAIN = {
     "ParseTime": ("gauge", ["ModelName", "ModelVersion", "Level"]),
     "ForwardTime": ("gauge", ["ModelName", "ModelVersion", "Level"]),
     "ResponseTime": ("gauge", ["ModelName", "ModelVersion", "Level"]),
+    "StageSeconds": ("histogram", ["ModelName", "ModelVersion", "Level", "Stage"]),
 }
 
 
@@ -172,7 +173,8 @@ def scrape(torchserve: TorchServe) -> tuple[dict, str]:
 
 
 def domain_counts(samples: dict, model: str) -> dict[str, float]:
-    """ForecastsServed and RequestsRejected/<reason> of one model (summed over hosts/versions)."""
+    """ForecastsServed, RequestsRejected/<reason> and StageSeconds/<stage> (the histogram's count)
+    of one model (summed over hosts/versions)."""
     counts: dict[str, float] = {}
     for (name, labels), value in samples.items():
         labels = dict(labels)
@@ -182,6 +184,9 @@ def domain_counts(samples: dict, model: str) -> dict[str, float]:
             counts[name] = counts.get(name, 0.0) + value
         elif name == "RequestsRejected":
             key = f"{name}/{labels['Reason']}"
+            counts[key] = counts.get(key, 0.0) + value
+        elif name == "StageSeconds_count":
+            key = f"StageSeconds/{labels['Stage']}"
             counts[key] = counts.get(key, 0.0) + value
     return counts
 
@@ -227,6 +232,8 @@ def test_known_traffic_moves_the_counters_exactly(torchserve):
 
     increments = {"ForecastsServed": len(good), **{f"RequestsRejected/{reason}": 1 for reason in bad}}
     increments["RequestsRejected/missing_columns"] = 2
+    # every request observes each stage of its batch once (all of them reached predict)
+    increments |= {f"StageSeconds/{stage}": len(requests_) for stage in ("decode", "forward", "encode", "handler")}
     wanted = {key: before.get(key, 0.0) + n for key, n in increments.items()}
     # The worker logs its metrics and the front end folds them in asynchronously: poll briefly.
     deadline = time.monotonic() + 15
@@ -247,6 +254,8 @@ def test_known_traffic_moves_the_counters_exactly(torchserve):
         if name in BOOK_METRICS:
             continue
         assert f"# TYPE {name} {kind}" in text
+        if kind == "histogram":  # exported as NAME_bucket / NAME_count / NAME_sum
+            name = f"{name}_count"
         # Other tests may register more versions of the session's model: look at this one's series.
         series = [
             dict(labels)

@@ -64,6 +64,8 @@ def test_dashboard_structure_and_metric_names():
         for metric in re.findall(r"\b(HandlerTime|PredictionTime|" + "|".join(DOMAIN_METRICS) + r")\{([^}]*)\}", expr):
             assert "ModelName" in metric[1] and "model_name" not in metric[1], expr
     assert any("by (Reason)" in expr and "RequestsRejected" in expr for expr in exprs)
+    # the stage histogram: a quantile per stage from its buckets
+    assert any("histogram_quantile(0.99" in e and "StageSeconds_bucket{" in e and "le, Stage" in e for e in exprs)
 
 
 def dashboard_targets() -> list[tuple[dict, dict]]:

@@ -206,6 +206,14 @@ def test_prometheus_scrapes_the_exact_domain_counters(torchserve: TorchServe, fr
     [total] = prometheus.query(f"sum(RequestsRejected{selector})")
     assert float(total["value"][1]) == sum(REJECTED.values())
 
+    # The stage histogram: every request observed the handler's call once, and a p99 reads from it.
+    [handled] = prometheus.query(f'StageSeconds_count{{ModelName="{fresh_model}", Stage="handler"}}')
+    assert float(handled["value"][1]) == GOOD + sum(REJECTED.values())
+    [p99] = prometheus.query(
+        f'histogram_quantile(0.99, sum by (le) (StageSeconds_bucket{{ModelName="{fresh_model}", Stage="handler"}}))'
+    )
+    assert 0 < float(p99["value"][1]) <= 10.0, p99  # seconds, inside the default buckets
+
     [up] = prometheus.query(f'up{{job="{JOB}"}}')
     assert up["value"][1] == "1"
     [target] = [t for t in prometheus.get("/api/v1/targets")["activeTargets"] if t["labels"]["job"] == JOB]
