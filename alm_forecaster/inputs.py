@@ -109,7 +109,13 @@ class SeriesInput:
     def csv_window(self, body: bytes | bytearray | str, kind: SeriesKind, hint: str = "") -> Window:
         """A single-price (or OHLCV) table as a series of ``kind``; ``hint`` is how a refused
         price names the option that sends it as a level."""
-        table = read_table(body)
+        text = decode(body)
+        panel = prices.fast_panel(text, self.rows_needed, kind)
+        if panel is not None:
+            windows, errors = self.series_windows(panel)
+            if errors[0] is None:
+                return windows[0]
+        table = read_table(text)  # anything unusual, or a refusal: the checked path names it
         if any(name.strip().startswith("emb_") for name in table.header):
             raise InputError(
                 f"Model '{self.model}' forecasts from prices, not embeddings: send a Date column and one price "

@@ -78,3 +78,31 @@ def test_panel_features_are_each_series_features():
         np.testing.assert_array_equal(sigma[k], sigma_alone[-20:])
     full, _ = close_features.panel_features(ys)
     assert np.isnan(full[:, : close_features.LOOKBACK]).all() and np.isfinite(full[:, close_features.LOOKBACK :]).all()
+
+
+def test_the_single_price_fast_path_reads_what_the_checked_path_reads():
+    """prices.fast_panel takes the usual Date,<value> file; anything else is left to the checked
+    path (None), and what it takes it reads exactly as the checked path does."""
+    from alm_forecaster import prices
+    from alm_forecaster.kinds import LEVEL, PRICE
+    from alm_forecaster.table import read_table
+    from alm_forecaster.testing.synthetic import price_csv
+
+    text = price_csv(300, seed=3).decode()
+    fast = prices.fast_panel(text, 274)
+    checked = prices.panel(read_table(text), 274)
+    np.testing.assert_array_equal(fast.values, checked.values)
+    assert (fast.names, fast.labels, fast.anchors.tolist()) == (checked.names, checked.labels, checked.anchors.tolist())
+    lines = text.splitlines()
+    for unusual in (
+        [lines[0], *lines[1:100], lines[100].replace(",", ",-", 1), *lines[101:]],  # a refused price
+        [lines[0], *lines[1:100], "2020/05/04," + lines[100].split(",")[1], *lines[101:]],  # a bad date
+        [lines[0], *lines[1:100], lines[99], *lines[101:]],  # a repeated date
+        ["Date,Adj Close,Close", *[line + ",1.0" for line in lines[1:]]],  # three columns
+        [lines[0], *lines[1:100], lines[100].split(",")[0] + ",1_000", *lines[101:]],  # float() would read it
+        [lines[0], *lines[1:100], lines[100] + ",", *lines[101:]],  # a ragged line
+    ):
+        assert prices.fast_panel("\n".join(unusual) + "\n", 274) is None
+    repeated = "Date,Yield\n" + "\n".join(f"{d},-0.5" for d in ["2020-01-01", "2020-01-02", "2020-01-02"])
+    assert prices.fast_panel(repeated, 2, LEVEL) is None and prices.fast_panel(repeated, 1, LEVEL) is not None
+    assert prices.fast_panel(text, 274, PRICE) is not None
