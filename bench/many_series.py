@@ -1,0 +1,199 @@
+"""Many series per request, and the lone request: the forecaster's speed where its users feel it.
+
+    python bench/many_series.py --measure ROOT     (one checkout: the alm_forecaster on sys.path)
+    -> in-process: one JSON ForecastRequest of 1,000 and of 200 series of 300 daily prices
+       (Forecaster.predict, medians)
+    -> served, on a private TorchServe with the default model's archive built from that code
+       (the shipped archive settings): the same two requests; 400 lone two-column CSV requests
+       one after the other (p50, p99); 32 closed-loop clients of single-series CSVs (req/s)
+    -> with --ceiling: the same 32 clients against a handler that answers a constant
+       (bench/constant_handler.py): TorchServe's own ceiling on this machine
+
+scripts/bench_many.py runs it for this checkout and for an earlier one (--before DIR) in the
+same run, one after the other, and writes the "many series" table. This file imports nothing
+of bench/ but the load generator (bench/load.py, unchanged since before the issue), so that an
+earlier checkout can run it by path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "alm_quantiles"
+ROWS = 300
+CLIENTS = 32
+
+
+def documents(series: int) -> bytes:
+    from alm_forecaster.testing.synthetic import price_series
+
+    inputs = []
+    for k in range(series):
+        days, closes = price_series(ROWS, seed=k)
+        inputs.append(
+            {"type": "univariate_time_series", "name": f"s{k}", "series": closes.tolist(), "frequency": "D",
+             "start_timestamp": str(days[0]) + "T00:00:00Z"}
+        )  # fmt: skip
+    return json.dumps({"model": MODEL, "inputs": inputs, "options": {"quantiles": [0.05, 0.5, 0.95]}}).encode()
+
+
+def in_process(root: Path, repeats: int) -> dict:
+    import torch
+
+    from alm_forecaster.forecaster import Forecaster, Request
+
+    torch.set_num_threads(1)
+    forecaster = Forecaster.from_checkpoint(root / "models" / f"{MODEL}.pt", MODEL, device="cpu")
+    out = {}
+    for series in (1000, 200):
+        body = json.loads(documents(series))
+        timed = []
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            outcome = forecaster.predict([Request(body, "application/json")])[0]
+            timed.append((time.perf_counter() - started) * 1e3)
+            assert outcome.status == 200 and outcome.body["status"] == "completed", outcome.body.get("status")
+        out[f"json_{series}_ms"] = statistics.median(timed[1:])
+    return out
+
+
+def served(root: Path, workdir: Path, repeats: int, ceiling: bool) -> dict:
+    from alm_forecaster.testing.synthetic import price_csv
+    from alm_ops import archive
+    from alm_ops.launcher import start_torchserve
+    from bench.load import run_load
+
+    store = workdir / "store"
+    store.mkdir(parents=True)
+    archive.build(archive.resolve_spec(MODEL, root / "models" / f"{MODEL}.pt"), store)
+    out = {}
+    with start_torchserve(workdir / "ts", store, [MODEL]) as server:
+        for series in (1000, 200):
+            body = documents(series)
+            timed = []
+            for _ in range(repeats + 1):
+                started = time.perf_counter()
+                answer = server.predict(MODEL, data=body, headers={"Content-Type": "application/json"})
+                timed.append((time.perf_counter() - started) * 1e3)
+                assert answer.status_code == 200, answer.text[:200]
+            out[f"served_json_{series}_ms"] = statistics.median(timed[1:])
+        lone = price_csv(ROWS, seed=1)
+        for _ in range(50):
+            server.predict(MODEL, data=lone, headers={"Content-Type": "text/csv"})
+        timed = []
+        for _ in range(400):
+            started = time.perf_counter()
+            assert server.predict(MODEL, data=lone, headers={"Content-Type": "text/csv"}).status_code == 200
+            timed.append((time.perf_counter() - started) * 1e3)
+        timed.sort()
+        out["lone_p50_ms"], out["lone_p99_ms"] = timed[len(timed) // 2], timed[int(len(timed) * 0.99)]
+        bodies = [price_csv(ROWS, seed=k) for k in range(64)]
+        headers = {"Content-Type": "text/csv", **server.auth()}
+        load = run_load(server.inference_url, f"/predictions/{MODEL}", headers, bodies, CLIENTS, 4000, 20.0)
+        out["c32_req_per_s"], out["c32_errors"] = load.throughput, load.errors
+    if ceiling:
+        out["ceiling_req_per_s"] = constant_ceiling(workdir / "constant", bodies)
+    return out
+
+
+def constant_ceiling(workdir: Path, bodies: list[bytes]) -> float:
+    """32 clients against TorchServe with a handler that answers a constant (same settings)."""
+    from alm_ops import archive
+    from alm_ops.launcher import start_torchserve
+    from bench.load import run_load
+
+    store = workdir / "store"
+    store.mkdir(parents=True)
+    config = workdir / "constant.yaml"
+    shutil.copy(archive.DEFAULT_CONFIG, config)
+    command = [
+        sys.executable, "-m", "model_archiver.model_packaging", "--model-name", "constant", "--version", "1.0",
+        "--handler", str(Path(__file__).with_name("constant_handler.py")), "--config-file", str(config),
+        "--export-path", str(store),
+    ]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(workdir), "TEMP": str(workdir)}
+    subprocess.run(command, check=True, env=env, capture_output=True)
+    with start_torchserve(workdir / "ts", store, ["constant"]) as server:
+        headers = {"Content-Type": "text/csv", **server.auth()}
+        load = run_load(server.inference_url, "/predictions/constant", headers, bodies, CLIENTS, 6000, 20.0)
+        return load.throughput
+
+
+def measure(root: Path, repeats: int, ceiling: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return {
+            "root": str(root),
+            "load_average_1min": os.getloadavg()[0],
+            **in_process(root, repeats),
+            **served(root, Path(tmp), repeats, ceiling),
+        }
+
+
+def run_checkout(root: Path, repeats: int, ceiling: bool) -> dict:
+    """``measure`` in a fresh Python with ``root``'s code on its path (this file run by path)."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [sys.executable, str(Path(__file__).resolve()), "--measure", str(root), "--repeats", str(repeats)]
+    done = subprocess.run([*command, *(["--ceiling"] if ceiling else [])], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the measurement of {root} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: (figure, label, target) of the table, the issue's targets.
+ROWS_OF_TABLE = [
+    ("json_1000_ms", "1,000 series x 300 days, one JSON request, in-process (ms)", "<= 60"),
+    ("served_json_1000_ms", "the same, served (ms)", "<= 100"),
+    ("json_200_ms", "200 series, in-process (ms)", ""),
+    ("served_json_200_ms", "200 series, served (ms)", "<= 25"),
+    ("lone_p50_ms", "a lone two-column CSV, served, p50 (ms)", "<= 5"),
+    ("lone_p99_ms", "a lone two-column CSV, served, p99 (ms)", "<= 10"),
+    ("c32_req_per_s", "32 clients of single-series CSVs, served (req/s)", "stated"),
+]
+
+
+def markdown(before: dict, after: dict, command: str) -> str:
+    lines = [
+        "## Many series per request, and the lone request",
+        "",
+        f"`{command}`: the earlier checkout ({before['root']}) and this one, one after the other in the same "
+        f"run, each in its own Python with its own code on the path (load average {before['load_average_1min']:.1f} "
+        f"and {after['load_average_1min']:.1f} when each started); the default model (the same network size in "
+        "both), the shipped archive settings, 1 torch thread in-process; medians.",
+        "",
+        "| figure | before | after | after / before | target |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label, target in ROWS_OF_TABLE:
+        ratio = after[key] / before[key] if before[key] else float("nan")
+        lines.append(f"| {label} | {before[key]:.1f} | {after[key]:.1f} | {ratio:.2f} | {target} |")
+    lines += [
+        "",
+        f"TorchServe's own ceiling on this machine, the same 32 clients against a handler that answers a constant "
+        f"(bench/constant_handler.py): {after['ceiling_req_per_s']:.0f} req/s; the forecaster reaches "
+        f"{after['c32_req_per_s'] / after['ceiling_req_per_s']:.0%} of it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--measure", type=Path, required=True, help="the checkout whose code is on sys.path")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ceiling", action="store_true", help="also measure TorchServe with a constant handler")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.measure, args.repeats, args.ceiling)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Many series per request and the lone request, before and after, in one run (bench/many_series.py).
+
+    python scripts/bench_many.py --before ../earlier-checkout               # prints the section
+    python scripts/bench_many.py --before ../earlier-checkout --out BENCHMARKS.md
+
+``--before``: a checkout of an earlier commit with its kernel built (scripts/setup_env.sh, or
+this checkout's alm_forecaster/native/_build copied when the kernel sources are the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from bench import many_series
+from bench.report import write_marked_section
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", type=Path, required=True, help="an earlier checkout")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None, help="write the section into this Markdown file")
+    args = parser.parse_args(argv)
+    before = many_series.run_checkout(args.before.resolve(), args.repeats, ceiling=False)
+    after = many_series.run_checkout(ROOT, args.repeats, ceiling=True)
+    command = "python scripts/bench_many.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = many_series.markdown(before, after, command.strip())
+    print(text)
+    print(json.dumps({"before": before, "after": after}, indent=1), file=sys.stderr)
+    if args.out:
+        write_marked_section(text, args.out, "many-series")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
