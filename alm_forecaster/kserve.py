@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 import numpy as np
 
@@ -167,6 +168,7 @@ def parse(payload: object, kinds: tuple[str, ...] = (DEFAULT_KIND,)) -> TimeSeri
             raise _document(f"'inputs[{i}].name' {shown(name)} is not unique in the request", f"inputs[{i}].name")
         names.add(name)
         parsed.append(_series(i, name, item, kinds))
+    parsed = _arrays(parsed, LEVEL_HINT if LEVEL.name in kinds else "")
     panel = Panel.of(
         [series.name for series, _, _ in parsed],
         [series.kind for series, _, _ in parsed],
@@ -181,8 +183,9 @@ def parse(payload: object, kinds: tuple[str, ...] = (DEFAULT_KIND,)) -> TimeSeri
 
 def _series(
     i: int, name: str, item: dict, kinds: tuple[str, ...]
-) -> tuple[SeriesInput, np.ndarray | None, InputError | None]:
-    """One input, checked on its own: what is wrong with it fails this series only."""
+) -> tuple[SeriesInput, np.ndarray | list | None, InputError | None]:
+    """One input, checked on its own: what is wrong with it fails this series only. Its values
+    are left a list when they are all plain numbers (`_arrays` reads them with the others)."""
     frequency = item.get("frequency")
     where = f"inputs[{i}]"
     kind = PRICE
@@ -197,11 +200,46 @@ def _series(
             )
         start = _timestamp(item.get("start_timestamp"), f"{where}.start_timestamp")
         kind = forecast_options.series_kind(item.get("kind"), kinds, f"{where}.kind", f"{where}.kind")
-        hint = LEVEL_HINT if LEVEL.name in kinds else ""
-        values = _values(item.get("series"), f"{where}.series", kind, hint)
+        values = item.get("series")
+        if not isinstance(values, list) or not values or not set(map(type, values)) <= NUMBERS:
+            values = _values(values, f"{where}.series", kind, LEVEL_HINT if LEVEL.name in kinds else "")
     except InputError as exc:
         return SeriesInput(i, name, str(frequency), None, kind), None, exc
     return SeriesInput(i, name, frequency, start, kind), values, None
+
+
+def _arrays(
+    parsed: list[tuple[SeriesInput, np.ndarray | list | None, InputError | None]], hint: str
+) -> list[tuple[SeriesInput, np.ndarray | None, InputError | None]]:
+    """The series left as lists of plain numbers, read and checked all at once (one array and
+    one check: per series, the checks cost more than the values); a series with a bad value is
+    read again on its own, which names the value."""
+    waiting = [k for k, (_, values, _) in enumerate(parsed) if isinstance(values, list)]
+    if not waiting:
+        return parsed
+    lists = [parsed[k][1] for k in waiting]
+    counts = np.fromiter(map(len, lists), np.int64, count=len(lists))
+    ends = np.cumsum(counts)
+    try:
+        flat = np.fromiter(chain.from_iterable(lists), np.float64, count=int(ends[-1]))
+    except OverflowError:  # an integer beyond float64: read each series on its own, which names it
+        flat = np.full(int(ends[-1]), np.nan)
+    bad = ~np.isfinite(flat)
+    kinds = [parsed[k][0].kind for k in waiting]
+    for kind in set(kinds):
+        bad |= np.repeat([each is kind for each in kinds], counts) & kind.invalid(flat)
+    refused = np.add.reduceat(bad, ends - counts) > 0
+    out = list(parsed)
+    for n, (k, values) in enumerate(zip(waiting, np.split(flat, ends[:-1]), strict=True)):
+        series = parsed[k][0]
+        if refused[n]:
+            try:
+                values = _values(lists[n], f"inputs[{series.index}].series", series.kind, hint)
+            except InputError as exc:
+                out[k] = (series, None, exc)
+                continue
+        out[k] = (series, values, None)
+    return out
 
 
 def _values(values: object, where: str, kind: SeriesKind, hint: str) -> np.ndarray:

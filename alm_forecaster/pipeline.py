@@ -123,16 +123,18 @@ class Pipeline:
         for k in range(count):
             if (i, k) in failures:
                 errors[k] = failures[(i, k)]
-            elif (i, k) in point:
-                p, q = point[(i, k)][:steps], quantiles[(i, k)][:steps][:, columns]
-                if np.isfinite(p).all() and np.isfinite(q).all():
-                    out_point[k], out_quantiles[k] = p, q
-                else:
-                    errors[k] = InputError(
-                        "The model produced a non-finite forecast for this window; its inputs are probably far "
-                        "outside the range the model was trained on.",
-                        reason="non_finite_output",
-                    )
+        done = np.array([k for k in range(count) if (i, k) in point], dtype=np.int64)
+        if len(done):  # every series at once: a per-series check costs more than its numbers
+            p = np.stack([point[(i, k)][:steps] for k in done])
+            q = np.stack([quantiles[(i, k)][:steps] for k in done])[:, :, columns]
+            finite = np.isfinite(p).all(axis=1) & np.isfinite(q).all(axis=(1, 2))
+            out_point[done[finite]], out_quantiles[done[finite]] = p[finite], q[finite]
+            for k in done[~finite]:
+                errors[k] = InputError(
+                    "The model produced a non-finite forecast for this window; its inputs are probably far "
+                    "outside the range the model was trained on.",
+                    reason="non_finite_output",
+                )
         return Forecast(
             job.names,
             job.kinds,

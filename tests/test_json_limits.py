@@ -106,3 +106,32 @@ def test_the_single_price_fast_path_reads_what_the_checked_path_reads():
     repeated = "Date,Yield\n" + "\n".join(f"{d},-0.5" for d in ["2020-01-01", "2020-01-02", "2020-01-02"])
     assert prices.fast_panel(repeated, 2, LEVEL) is None and prices.fast_panel(repeated, 1, LEVEL) is not None
     assert prices.fast_panel(text, 274, PRICE) is not None
+
+
+def test_a_request_s_values_read_at_once_are_each_series_own():
+    """kserve reads every series' numbers as one array; each series gets exactly its values, and
+    a bad value fails only its series, named by its own index (not the position in the array)."""
+    from alm_forecaster import kserve
+    from alm_forecaster.kinds import LEVEL, PRICE
+
+    good = [price_series(30 + k, seed=k)[1].tolist() for k in range(4)]
+    bad = {1: (7, -2.0), 3: (0, 0), 4: (5, 1e400)}  # non-positive prices; an integer beyond float64
+    inputs = []
+    for k in range(6):
+        values = list(good[k % 4])
+        if k in bad:
+            position, value = bad[k]
+            values[position] = int("9" * 401) if value == 1e400 else value
+        kind = "level" if k == 5 else "price"
+        inputs.append({"name": f"s{k}", "type": "univariate_time_series", "frequency": "D",
+                       "start_timestamp": "2024-01-01", "series": values, "kind": kind})  # fmt: skip
+    inputs[5]["series"][2] = -4.0  # a level may be negative
+    document = kserve.parse({"model": "m", "inputs": inputs}, (PRICE.name, LEVEL.name))
+    panel = document.panel
+    for k in (0, 2, 5):
+        assert panel.errors[k] is None
+        expected = np.array(inputs[k]["series"], dtype=np.float64)
+        np.testing.assert_array_equal(panel.values[k, panel.values.shape[1] - len(expected) :], expected)
+    assert panel.errors[1].param == "inputs[1].series[7]" and panel.errors[1].reason == "non_positive_price"
+    assert panel.errors[3].param == "inputs[3].series[0]" and panel.errors[3].reason == "non_positive_price"
+    assert panel.errors[4].param == "inputs[4].series[5]" and "finite" in panel.errors[4].message
