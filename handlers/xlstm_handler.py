@@ -199,7 +199,7 @@ class XLSTMHandler(BaseHandler):
             return {}
         return {str(k).lower(): v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()}
 
-    def respond(self, outcomes: list[Outcome], context) -> list[str]:
+    def respond(self, outcomes: list[Outcome], context) -> list[bytes]:
         """Outcomes -> JSON bodies, with each request's status and content type set."""
         for idx, outcome in enumerate(outcomes):
             if not outcome.ok:
@@ -210,7 +210,7 @@ class XLSTMHandler(BaseHandler):
                 context.set_response_content_type(idx, "application/json")
             except Exception:
                 log.warning("could not set the response status of request %d", idx, exc_info=True)
-        return [json.dumps(outcome.body) for outcome in outcomes]
+        return [outcome.json() for outcome in outcomes]
 
     def record(self, outcomes: list[Outcome], timings: Timings | None) -> None:
         """The batch's domain metrics: counts by outcome, and the stage times if it was predicted."""

@@ -17,7 +17,6 @@ on stderr with its name; the others are still forecast; the exit status is 1 if 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path, outcome in forecaster.predict_files(args.files, args.batch_size, args.kind):
         if outcome.ok:
-            print(json.dumps(outcome.body), flush=True)
+            print(outcome.json().decode(), flush=True)
         else:
             failed += 1
             print(f"{path}: {outcome.message}", file=sys.stderr)

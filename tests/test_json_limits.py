@@ -135,3 +135,14 @@ def test_a_request_s_values_read_at_once_are_each_series_own():
     assert panel.errors[1].param == "inputs[1].series[7]" and panel.errors[1].reason == "non_positive_price"
     assert panel.errors[3].param == "inputs[3].series[0]" and panel.errors[3].reason == "non_positive_price"
     assert panel.errors[4].param == "inputs[4].series[5]" and "finite" in panel.errors[4].message
+
+
+def test_an_answer_is_written_as_json_dumps_would_write_its_values():
+    """Outcome.json (orjson, json.dumps for what orjson refuses) holds json.dumps's values."""
+    from alm_forecaster.outcome import Outcome
+
+    forecast = {"outputs": [{"mean_forecast": [1.0000000000000002, 1e-300, 5e300, -0.0], "name": "é\u2028"}]}
+    for body in (forecast, {"echo": 2**70, "x": [1, 2]}, {"error": "x", "code": 422}):
+        written = Outcome(200, body).json()
+        assert isinstance(written, bytes)
+        assert json.loads(written) == json.loads(json.dumps(body)) == body
