@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 import torch
 
 from alm_forecaster import book_csv, csv_protocol, kserve, native
@@ -42,10 +43,16 @@ __all__ = ["Forecaster", "Request", "Timings", "configure_threads"]
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads deliberately: the argument, ``ALM_FORECASTER_THREADS``, or
-    the number of cores this process may use. Returns the number set."""
+    """Set torch's intra-op threads and numpy's BLAS threads deliberately: the argument,
+    ``ALM_FORECASTER_THREADS``, or the number of cores this process may use. Returns the number set.
+
+    numpy's BLAS would otherwise start a thread per core in every worker: waking them for the
+    book engine's small products (exposures x paths, once a step) cost more than the products
+    and slowed the rest of each step (BENCHMARKS.md, books).
+    """
     count = threads or int(os.environ.get("ALM_FORECASTER_THREADS", "0")) or len(os.sched_getaffinity(0))
     torch.set_num_threads(count)
+    threadpoolctl.threadpool_limits(count, user_api="blas")
     return count
 
 

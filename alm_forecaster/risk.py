@@ -19,10 +19,19 @@ def ranks(levels: np.ndarray | list[float], paths: int) -> np.ndarray:
     return np.rint(np.asarray(levels, dtype=np.float64) * (paths - 1)).astype(np.int64)
 
 
+#: Up to this many paths, a full sort finds three or more order statistics faster than a
+#: partition does (numpy's vectorised sort against its introselect, about 30% at 10,000 paths;
+#: beyond 20,000 the partition wins). The values are the same either way.
+SORT_UP_TO = 20_000
+
+
 def quantiles(values: np.ndarray, levels: np.ndarray | list[float]) -> np.ndarray:
     """Quantiles along the last axis: (..., P) -> (..., len(levels))."""
     k = ranks(levels, values.shape[-1])
-    return np.partition(values, np.unique(k), axis=-1)[..., k]
+    kth = np.unique(k)
+    if len(kth) >= 3 and values.shape[-1] <= SORT_UP_TO:
+        return np.sort(values, axis=-1)[..., k]
+    return np.partition(values, kth, axis=-1)[..., k]
 
 
 def summary(

@@ -102,11 +102,12 @@ def simulate(history: Panel, forecast: Forecast, settings: Settings) -> Scenario
         cumulative += shocks
         sig2 = omega + alpha * shocks * shocks + beta * sig2
         if h < model.shape[1] and settings.model_marginals:
-            mapped = _onto_model(cumulative, model[:, h], forecast.levels)
+            mapped, at_wanted = _onto_model(cumulative, model[:, h], forecast.levels, wanted)
             carried = mapped - cumulative
         else:
             mapped = cumulative + carried
-        out_series[:, h] = _values(history, forecast.anchors, risk.quantiles(mapped, wanted))
+            at_wanted = risk.quantiles(mapped, wanted)
+        out_series[:, h] = _values(history, forecast.anchors, at_wanted)
         units = mapped if paths is None and not prices.any() else mapped.copy()
         units[prices] = np.expm1(mapped[prices])
         pnl = (exposures @ units).astype(np.float64)
@@ -141,23 +142,40 @@ def _filter(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return e.astype(np.float32), following, omega
 
 
-def _onto_model(cumulative: np.ndarray, model: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+def _onto_model(
+    cumulative: np.ndarray, model: np.ndarray, levels: tuple[float, ...], wanted: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Each series' simulated changes (N, P) mapped, rank for rank, onto the model's quantiles
     ``model`` (N, Qm) at ``levels``: piecewise linear through them, beyond the outer levels the
-    simulated tail scaled by the model's half-spread over the engine's."""
-    knots = risk.quantiles(cumulative, levels).astype(np.float64)  # (N, Qm)
+    simulated tail scaled by the model's half-spread over the engine's. Returns the mapped
+    changes and their quantiles at ``wanted`` (N, Qw): the map never decreases (the model's
+    quantiles do not cross), so a mapped order statistic is the map of the simulated one, read
+    from the same partition as the knots rather than from a second one."""
+    both = tuple(sorted({*levels, *wanted}))
+    order = risk.quantiles(cumulative, both)  # (N, Qm + Qw) order statistics, float32
+    knots = order[:, [both.index(level) for level in levels]].astype(np.float64)
     mid = len(levels) // 2
     out = np.empty_like(cumulative)
+    at_wanted = np.empty((len(cumulative), len(wanted)), cumulative.dtype)
+    columns = [both.index(level) for level in wanted]
     for i in range(len(cumulative)):
         xp = knots[i] + np.arange(len(levels)) * 1e-12  # ties (a discrete history) stay ordered
         fp = model[i]
-        x = cumulative[i].astype(np.float64)
         low = (fp[mid] - fp[0]) / max(xp[mid] - xp[0], 1e-12)
         high = (fp[-1] - fp[mid]) / max(xp[-1] - xp[mid], 1e-12)
-        inner = np.interp(x, xp, fp)
-        upper = np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * high, inner)
-        out[i] = np.where(x < xp[0], fp[0] + (x - xp[0]) * low, upper)
-    return out
+        out[i] = _through(cumulative[i].astype(np.float64), xp, fp, low, high)
+        if np.all(np.diff(fp) >= 0):
+            at_wanted[i] = _through(order[i, columns].astype(np.float64), xp, fp, low, high)
+        else:  # a crossing model (none is served): the mapped values' own order statistics
+            at_wanted[i] = risk.quantiles(out[i], wanted)
+    return out, at_wanted
+
+
+def _through(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The map of `_onto_model`: linear through (xp, fp), slopes ``low`` and ``high`` beyond."""
+    inner = np.interp(x, xp, fp)
+    upper = np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * high, inner)
+    return np.where(x < xp[0], fp[0] + (x - xp[0]) * low, upper)
 
 
 def _values(history: Panel, anchors: np.ndarray, changes: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from alm_forecaster.forecaster import Forecaster, Request
+from alm_forecaster.forecaster import Forecaster, Request, configure_threads
 from alm_forecaster.testing.synthetic import price_series
 from alm_ops import archive
 from alm_ops.launcher import TorchServe, start_torchserve
@@ -55,6 +55,7 @@ def book(series: int, paths: int, steps: int) -> dict:
 
 
 def in_process(repeats: int) -> list[dict]:
+    configure_threads(1)  # as a served worker (archive_configs/default.yaml: threads 1)
     forecaster = Forecaster.from_checkpoint(CHECKPOINT, MODEL, device="cpu")
     out = []
     for series, paths, steps, _ in BOOKS:

@@ -20,7 +20,7 @@ LAYERS = {
     "core": (
         "alm_forecaster/*.py alm_forecaster/native/*.py",
         {"core"},
-        {"numpy", "torch", "orjson"},
+        {"numpy", "torch", "orjson", "threadpoolctl"},
     ),
     "train": (
         "alm_forecaster/train/*.py",
