@@ -25,7 +25,7 @@ LAYERS = {
     "train": (
         "alm_forecaster/train/*.py",
         {"core", "train"},
-        {"numpy", "torch", "pandas", "matplotlib", "tqdm", "scipy", "arch"},
+        {"numpy", "torch", "pandas", "matplotlib", "tqdm", "scipy", "arch", "scoringrules"},
     ),
     "testing": ("alm_forecaster/testing/*.py", {"core", "testing"}, {"numpy", "torch"}),
     "handler": ("handlers/*.py", {"core"}, {"torch", "ts"}),
