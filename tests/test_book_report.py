@@ -151,6 +151,9 @@ def test_the_report_writes_the_verdict_table(forecaster, tmp_path, monkeypatch):
     data = json.loads((tmp_path / "book.json").read_text())
     assert {row["target"][:3] for row in data["verdict"]} >= {"(1)", "(2)", "(3)", "(4)", "(5)", "(6)", "(7)"}
     assert all(row["holds"] in (True, False, None) for row in data["verdict"])
+    one = data["books"][0]["horizons"][0]  # the 1-day figures: the daily pass, every day
+    assert one["h"] == 1 and one["every"] == 1 and one["origins"] == data["books"][0]["daily"]["origins"] == 299
+    assert data["books"][0]["horizons"][1]["every"] == 60 and data["books"][0]["basel"]["per_window"] == 250
     assert {p.suffix for p in written} == {".md", ".json", ".png"} and len(written) == 5
 
 

@@ -278,6 +278,7 @@ def metrics(bt: BookBacktest) -> dict:
             rows &= np.isfinite(bt.quantiles[m][:, j, 0])
         entry: dict = {
             "h": h,
+            "every": every,
             "origins": int(rows.sum()),
             "effective": scoring.effective_sample(int(rows.sum()), every, h),
         }
@@ -311,7 +312,7 @@ def metrics(bt: BookBacktest) -> dict:
         j = bt.horizons.index(1)
         rows = np.isfinite(pnl[:, j])
         per_window = max(1, round(250 / every))
-        out["basel"] = {"per_window": per_window, "methods": {}}
+        out["basel"] = {"per_window": per_window, "every": every, "methods": {}}
         dates = bt.dates[rows]
         for m in METHODS:
             hits = scoring.violations(pnl[rows, j], bt.var[m][rows, j, r99])
