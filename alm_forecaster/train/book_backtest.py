@@ -75,7 +75,7 @@ class BookBacktest:
     correlation: dict = field(default_factory=dict)  # method -> (n, 2): 1-day, all / worst TAIL
     inside90: np.ndarray | None = None  # (n, S, N) the engine's per-series 90% interval held (1/0/NaN)
     fan: np.ndarray | None = None  # (n, S, len(FAN_LEVELS)) the engine's P&L quantiles per step
-    served_difference: float = 0.0
+    served_difference: float = 0.0  # largest |served - scored| 1-day book quantile / its 1-99% range
     seconds: float = 0.0
 
     @property
@@ -200,11 +200,13 @@ def engine_draws(
         bt.paths, steps, seed, SERIES_LEVELS, RISK_LEVELS, book.exposures.astype(np.float64), return_paths=True
     )
     paths = scenarios.simulate(panel, outcome.forecast, settings)
-    pnl = paths.paths.astype(np.float64) @ settings.exposures  # (P, steps), as simulate computes it
+    pnl = paths.paths.astype(np.float64) @ settings.exposures  # (P, steps)
+    # the served answer's 1-day book quantiles against the scored paths' (the engine sums the P&L
+    # in float32: equal to that rounding), relative to the 1%-99% range of the P&L
     served = np.array([outcome.body["book"]["quantiles"][f"{lv:g}"][0] for lv in scoring.LEVELS])
-    bt.served_difference = max(
-        bt.served_difference, float(np.max(np.abs(served - risk.quantiles(pnl[:, 0], scoring.LEVELS))))
-    )
+    mine = risk.quantiles(pnl[:, 0], scoring.LEVELS)
+    spread = max(float(mine[-1] - mine[0]), np.finfo(np.float64).tiny)
+    bt.served_difference = max(bt.served_difference, float(np.max(np.abs(served - mine))) / spread)
     later = book.values[t + 1 : t + 1 + steps]  # (steps, N) what followed
     lo, hi = paths.series[:, :, 0].T, paths.series[:, :, 1].T  # (steps, N)
     bt.inside90[i, :steps] = ((later >= lo) & (later <= hi)).astype(np.float64)

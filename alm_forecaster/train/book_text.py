@@ -82,8 +82,9 @@ def header(results: dict, command: str, seconds: float) -> list[str]:
         "seed and `return_paths`, up to 250 days (or the data's end), at origins every k days; the 1-day "
         "figures (VaR tests, the Basel light, 1-day scores) come from a second pass with an origin every day "
         "(one step simulated), as a bank backtests its 1-day VaR. The served answer's 1-day book "
-        "quantiles (levels 0.01..0.99) equal those of the scored paths at every origin (largest difference "
-        f"{served:.1e}). A price's change is its simple return, a level's its difference; the book's P&L is "
+        "quantiles (levels 0.01..0.99) equal those of the scored paths at every origin to the engine's float32 "
+        f"rounding (largest difference {served:.1e} of the P&L's 1%-99% range). A price's change is its simple "
+        "return, a level's its difference; the book's P&L is "
         "sum of exposure x change. Methods on the same origins and history:",
         "",
         "- **engine (served)**: the path engine with the xLSTM's calibrated marginals at steps 1-5;",
