@@ -182,6 +182,12 @@ def run_checkout(root: Path, repeats: int, floor: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def medians(runs: list[dict]) -> dict:
+    """Each figure's median over the runs of one checkout (its root and load as lists)."""
+    out = {key: statistics.median(run[key] for run in runs) for key, value in runs[0].items() if key != "root"}
+    return {**out, "root": runs[0]["root"], "loads": [run["load_average_1min"] for run in runs]}
+
+
 #: (figure, label, target) of the table, the issue's targets.
 ROWS_OF_TABLE = [
     ("json_1000_ms", "1,000 series x 300 days, one JSON request, in-process (ms)", "<= 60"),
@@ -201,9 +207,10 @@ def markdown(before: dict, after: dict, command: str) -> str:
     lines = [
         "## Many series per request, and the lone request",
         "",
-        f"`{command}`: the earlier checkout ({before['root']}) and this one, one after the other in the same "
-        f"run, each in its own Python with its own code on the path (load average {before['load_average_1min']:.1f} "
-        f"and {after['load_average_1min']:.1f} when each started); the default model (the same network size in "
+        f"`{command}`: the earlier checkout ({before['root']}) and this one, alternately in the same run "
+        f"({len(before['loads'])} rounds; figures are the medians of the rounds), each in its own Python with its own "
+        f"code on the path (1-minute load average when each started: before {_loads(before)}, after "
+        f"{_loads(after)}; the benchmark itself is most of it); the default model (the same network size in "
         "both), the shipped archive settings, 1 torch thread in-process, in-process requests given as raw bytes "
         '(decoding included); medians of the big requests. "TorchServe alone": the same served measurements '
         "against a handler that answers a constant (bench/constant_handler.py), its floor for latency and its "
@@ -228,6 +235,10 @@ def markdown(before: dict, after: dict, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _loads(side: dict) -> str:
+    return " ".join(f"{load:.1f}" for load in side["loads"])
 
 
 def main(argv: list[str] | None = None) -> int:

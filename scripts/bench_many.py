@@ -25,14 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", type=Path, required=True, help="an earlier checkout")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="before/after pairs, interleaved; figures are medians")
     parser.add_argument("--out", type=Path, default=None, help="write the section into this Markdown file")
     args = parser.parse_args(argv)
-    before = many_series.run_checkout(args.before.resolve(), args.repeats, floor=False)
-    after = many_series.run_checkout(ROOT, args.repeats, floor=True)
+    rounds = {"before": [], "after": []}
+    for _ in range(args.rounds):  # interleaved, so that a noisy minute hits both
+        rounds["before"].append(many_series.run_checkout(args.before.resolve(), args.repeats, floor=False))
+        rounds["after"].append(many_series.run_checkout(ROOT, args.repeats, floor=True))
+    before, after = (many_series.medians(rounds[side]) for side in ("before", "after"))
     command = "python scripts/bench_many.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = many_series.markdown(before, after, command.strip())
     print(text)
-    print(json.dumps({"before": before, "after": after}, indent=1), file=sys.stderr)
+    print(json.dumps(rounds, indent=1), file=sys.stderr)
     if args.out:
         write_marked_section(text, args.out, "many-series")
     return 0
