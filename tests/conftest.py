@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from alm_forecaster.forecaster import Forecaster
 from alm_forecaster.testing.synthetic import TINY, write_checkpoint
 from alm_ops import archive
 from alm_ops.launcher import TorchServe, start_torchserve
-from tests.helpers import SEED
+from tests.helpers import ROOT, SEED
 
 #: The session server's models: how to write each checkpoint. ``tiny`` is loaded at start;
 #: the full-size ``seed_untrained`` (slower to build and load) only when a test asks for it.
@@ -67,3 +68,22 @@ def pytest_addoption(parser) -> None:
         action="store_true",
         help="record tests/replay/answers.json anew from the current code (tests/test_replay.py)",
     )
+
+
+#: The default model (config.properties' load_models), which most served tests ask.
+DEFAULT_MODEL = "alm_quantiles"
+
+
+@pytest.fixture(scope="module")
+def served(torchserve: TorchServe) -> TorchServe:
+    """The session's TorchServe with the default model registered (a test module that serves
+    another model defines its own ``served``)."""
+    torchserve.checkpoints[DEFAULT_MODEL] = ROOT / "models" / f"{DEFAULT_MODEL}.pt"
+    torchserve.ensure_model(DEFAULT_MODEL)
+    return torchserve
+
+
+@pytest.fixture(scope="module")
+def offline() -> Forecaster:
+    """The default model in-process: what the served answers must equal."""
+    return Forecaster.from_checkpoint(ROOT / "models" / f"{DEFAULT_MODEL}.pt", DEFAULT_MODEL, device="cpu")

@@ -31,7 +31,7 @@ from alm_forecaster import json_limits
 from alm_forecaster.testing.synthetic import price_series
 from alm_ops.gateway import start_front, stop_front
 from alm_ops.launcher import TorchServe, free_ports
-from tests.helpers import ROOT, kserve_timeseries
+from tests.helpers import kserve_timeseries
 
 MODEL = "alm_quantiles"
 TYPES, _ = kserve_timeseries()
@@ -187,13 +187,6 @@ def judge(response: requests.Response, route: str) -> None:
     error = TYPES.ErrorResponse.model_validate(body).error
     assert int(error.code) == response.status_code and error.message, body
     assert error.param or error.type in WHOLE_BODY or route == "kserve-route", body
-
-
-@pytest.fixture(scope="module")
-def served(torchserve: TorchServe) -> TorchServe:
-    torchserve.checkpoints[MODEL] = ROOT / "models" / f"{MODEL}.pt"
-    torchserve.ensure_model(MODEL)
-    return torchserve
 
 
 @pytest.fixture(scope="module")

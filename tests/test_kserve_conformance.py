@@ -14,7 +14,6 @@ import json
 
 import pytest
 
-from alm_ops.launcher import TorchServe
 from tests.helpers import ROOT, kserve_timeseries
 from tests.replay_corpus import replay_requests
 
@@ -25,13 +24,6 @@ JSON_CASES = [
     for case in replay_requests(ROOT / "examples")
     if case.content_type == "application/json" and case.model == MODEL
 ]
-
-
-@pytest.fixture(scope="module")
-def served(torchserve: TorchServe) -> TorchServe:
-    torchserve.checkpoints[MODEL] = ROOT / "models" / f"{MODEL}.pt"
-    torchserve.ensure_model(MODEL)
-    return torchserve
 
 
 def conforms(status: int, body: dict) -> str:

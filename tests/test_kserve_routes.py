@@ -62,13 +62,6 @@ class Front:
 
 
 @pytest.fixture(scope="module")
-def served(torchserve: TorchServe) -> TorchServe:
-    torchserve.checkpoints[MODEL] = CHECKPOINT
-    torchserve.ensure_model(MODEL)
-    return torchserve
-
-
-@pytest.fixture(scope="module")
 def pod_front(served: TorchServe, tmp_path_factory) -> Front:
     with start_gateway(served, tmp_path_factory.mktemp("pod-gateway")) as gateway:
         yield Front("pod", gateway.url, {"Authorization": f"Bearer {gateway.token}"}, 401)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from alm_forecaster.forecaster import Forecaster, Request
+from alm_forecaster.forecaster import Request
 from alm_ops.launcher import TorchServe
 from tests.helpers import ROOT, kserve_timeseries
 from tests.replay_corpus import book_document
@@ -33,18 +33,6 @@ HEADERS = {
     "X-Book-Exposures": "equity=1e6,oil=-5e5,ust10y=-8e4",
     "X-Series-Kinds": "ust10y=level",
 }
-
-
-@pytest.fixture(scope="module")
-def served(torchserve: TorchServe) -> TorchServe:
-    torchserve.checkpoints[MODEL] = ROOT / "models" / f"{MODEL}.pt"
-    torchserve.ensure_model(MODEL)
-    return torchserve
-
-
-@pytest.fixture(scope="module")
-def offline() -> Forecaster:
-    return Forecaster.from_checkpoint(ROOT / "models" / f"{MODEL}.pt", MODEL, device="cpu")
 
 
 def masked(body: dict) -> dict:

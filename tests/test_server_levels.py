@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from alm_forecaster.forecaster import Forecaster, Request
+from alm_forecaster.forecaster import Request
 from alm_forecaster.kserve import request_document
 from alm_forecaster.testing.synthetic import price_series
 from alm_forecaster.train import price_series as datasets
@@ -27,18 +27,6 @@ from tests.helpers import ROOT
 MODEL = "alm_quantiles"
 CHECKPOINT = ROOT / "models" / "alm_quantiles.pt"
 EXAMPLE = ROOT / "examples" / "ust_3m.csv"
-
-
-@pytest.fixture(scope="module")
-def served(torchserve: TorchServe) -> TorchServe:
-    torchserve.checkpoints[MODEL] = CHECKPOINT
-    torchserve.ensure_model(MODEL)
-    return torchserve
-
-
-@pytest.fixture(scope="module")
-def offline() -> Forecaster:
-    return Forecaster.from_checkpoint(CHECKPOINT, MODEL, device="cpu")
 
 
 def yields(tenor: str, end: str, rows: int = 300) -> tuple[np.ndarray, np.ndarray]:

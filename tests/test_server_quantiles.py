@@ -19,23 +19,10 @@ from alm_forecaster.forecaster import Forecaster, Request
 from alm_forecaster.kserve import request_document
 from alm_forecaster.testing.synthetic import embeddings_csv, price_csv, price_series
 from alm_ops.api import custom_metadata
-from alm_ops.launcher import TorchServe
 from tests.helpers import ROOT
 
 MODEL = "alm_quantiles"
 CHECKPOINT = ROOT / "models" / "alm_quantiles.pt"
-
-
-@pytest.fixture(scope="module")
-def served(torchserve: TorchServe) -> TorchServe:
-    torchserve.checkpoints[MODEL] = CHECKPOINT
-    torchserve.ensure_model(MODEL)
-    return torchserve
-
-
-@pytest.fixture(scope="module")
-def offline() -> Forecaster:
-    return Forecaster.from_checkpoint(CHECKPOINT, MODEL, device="cpu")
 
 
 def expected(offline: Forecaster, body, **options) -> dict:

@@ -192,6 +192,24 @@ def step_table(m: dict, methods: list[str], what: str, cell) -> list[str]:
     return lines
 
 
+def var_table(m: dict, methods: list[str], title: str) -> list[str]:
+    """The 5% VaR backtest at step 1 of each method: violations, Kupiec, Christoffersen, Basel zone."""
+    lines = [
+        "",
+        title,
+        "",
+        "| method | violations (rate) | Kupiec p | Christoffersen p | Basel zone, last 250 days |",
+        "|---|---|---|---|---|",
+    ]
+    for x in methods:
+        v = m["methods"][x]["var5_step1"]
+        lines.append(
+            f"| {x} | {v['violations']} ({v['rate']:.3f}) | {v['kupiec_p']:.3f} | "
+            f"{v['christoffersen_p']:.3f} | {v['basel_zone_last250']} ({v['exceptions_last250']}) |"
+        )
+    return lines
+
+
 def section(m: dict, fan: str, cov: str) -> list[str]:
     role = "a series used in training, its held-out span" if m["role"] == "trained" else "never used in training"
     lines = [f"## {m['series']} ({role})", "", f"{m['origins']} origins, {m['first']} .. {m['last']}.", ""]
@@ -216,19 +234,7 @@ def section(m: dict, fan: str, cov: str) -> list[str]:
         lines.append(
             f"| {x} | " + " | ".join(f"{v:.2f}" for v in m["methods"][x]["steps"][0]["pinball_bp"].values()) + " |"
         )
-    lines += [
-        "",
-        "5% VaR backtest at step 1 (violations = next day's return below the 5% quantile):",
-        "",
-        "| method | violations (rate) | Kupiec p | Christoffersen p | Basel zone, last 250 days |",
-        "|---|---|---|---|---|",
-    ]
-    for x in methods:
-        v = m["methods"][x]["var5_step1"]
-        lines.append(
-            f"| {x} | {v['violations']} ({v['rate']:.3f}) | {v['kupiec_p']:.3f} | "
-            f"{v['christoffersen_p']:.3f} | {v['basel_zone_last250']} ({v['exceptions_last250']}) |"
-        )
+    lines += var_table(m, methods, "5% VaR backtest at step 1 (violations = next day's return below the 5% quantile):")
     lines += [
         "",
         "Point forecast MAE (bp of price) by step: "

@@ -30,7 +30,7 @@ from alm_forecaster.kinds import LEVEL
 from alm_forecaster.train import backtest
 from alm_forecaster.train import distribution_scoring as scoring
 from alm_forecaster.train.datasets import Series
-from alm_forecaster.train.distribution_report import step_table, verdict_word
+from alm_forecaster.train.distribution_report import step_table, var_table, verdict_word
 
 #: The targets (issue 19): 90% coverage within 3 points of nominal, 50% within 5, at every step.
 COVERAGE_TOLERANCE = {"coverage90": 0.03, "coverage50": 0.05}
@@ -478,19 +478,7 @@ def section(m: dict, unit: str, fan: str | None) -> list[str]:
     lines += step_table(
         m, methods, "pinball / winkler90", lambda s: f"{s['pinball_mean_bp']:.3f} / {s['winkler90_bp']:.2f}"
     )
-    lines += [
-        "",
-        "5% VaR at step 1 (a violation: the next day's change below the 5% quantile):",
-        "",
-        "| method | violations (rate) | Kupiec p | Christoffersen p | Basel zone, last 250 days |",
-        "|---|---|---|---|---|",
-    ]
-    for x in methods:
-        v = m["methods"][x]["var5_step1"]
-        lines.append(
-            f"| {x} | {v['violations']} ({v['rate']:.3f}) | {v['kupiec_p']:.3f} | "
-            f"{v['christoffersen_p']:.3f} | {v['basel_zone_last250']} ({v['exceptions_last250']}) |"
-        )
+    lines += var_table(m, methods, "5% VaR at step 1 (a violation: the next day's change below the 5% quantile):")
     shift = m["shift_check"]
     lines += [
         "",
