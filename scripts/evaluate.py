@@ -39,7 +39,7 @@ from alm_forecaster.checkpoint import load_checkpoint
 from alm_forecaster.errors import CheckpointError
 from alm_forecaster.forecaster import Forecaster
 from alm_forecaster.kinds import LEVEL
-from alm_forecaster.train import datasets, distribution_report, price_series, rates_report
+from alm_forecaster.train import datasets, distribution_report, price_series, rates_report, rates_text
 from alm_forecaster.train.evaluation import evaluate, verdict, write_report
 
 
@@ -132,7 +132,7 @@ def evaluate_levels(args: argparse.Namespace, command: str, forecaster: Forecast
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    written = rates_report.write(results, args.out, args.stem or f"{forecaster.name}-rates", command)
+    written = rates_text.write(results, args.out, args.stem or f"{forecaster.name}-rates", command)
     for row in rates_report.verdict(results):
         print(f"{row['target']}: {row['figure']} -> {distribution_report.verdict_word(row)}")
     print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
