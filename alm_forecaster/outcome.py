@@ -52,7 +52,7 @@ class Outcome:
         error), which orjson would write as null where json.dumps writes the invalid ``NaN``."""
         try:
             return orjson.dumps(self.body)
-        except (orjson.JSONEncodeError, TypeError):
+        except orjson.JSONEncodeError:  # a TypeError: what orjson cannot write
             return json.dumps(self.body).encode()
 
     @classmethod

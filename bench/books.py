@@ -29,8 +29,9 @@ from alm_ops import archive
 from alm_ops.launcher import TorchServe, start_torchserve
 
 from . import ROOT
-from .report import write_marked_section
 
+#: Its section of BENCHMARKS.md (between <!-- books: begin/end -->).
+SECTION = "books"
 MODEL = "alm_quantiles"
 CHECKPOINT = ROOT / "models" / f"{MODEL}.pt"
 ROWS = 500
@@ -140,7 +141,3 @@ def markdown(results: dict, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(text: str, path: Path) -> None:
-    write_marked_section(text, path, "books")

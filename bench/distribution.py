@@ -32,9 +32,10 @@ from alm_ops.launcher import TorchServe, start_torchserve
 
 from . import ROOT
 from .inprocess import median_ms
-from .report import write_marked_section
 
 CHECKPOINT = ROOT / "models" / "alm_quantiles.pt"
+#: Its section of BENCHMARKS.md (between <!-- distributions: begin/end -->).
+SECTION = "distributions"
 MODEL = "alm_quantiles"
 SERIES = 200
 
@@ -172,8 +173,3 @@ def markdown(results: dict, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) the distributions section of BENCHMARKS.md."""
-    write_marked_section(text, path, "distributions")

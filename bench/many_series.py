@@ -51,6 +51,17 @@ def documents(series: int) -> bytes:
     return json.dumps({"model": MODEL, "inputs": inputs, "options": {"quantiles": [0.05, 0.5, 0.95]}}).encode()
 
 
+def median_ms(call, repeats: int) -> float:  # noqa: ANN001 - a function of no arguments
+    """The median milliseconds of ``repeats`` calls, after one untimed warm-up call."""
+    call()
+    timed = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        timed.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(timed)
+
+
 def in_process(root: Path, repeats: int) -> dict:
     """Forecaster.predict on the raw bodies (decoding included, as the served path now does it
     in the core), and the lone CSV's stages."""
@@ -64,13 +75,12 @@ def in_process(root: Path, repeats: int) -> dict:
     out = {}
     for series in (1000, 200):
         body = documents(series)
-        timed = []
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
+
+        def forecast(body: bytes = body) -> None:
             outcome = forecaster.predict([Request(body, "application/json")])[0]
-            timed.append((time.perf_counter() - started) * 1e3)
             assert outcome.status == 200 and outcome.body["status"] == "completed", outcome.body.get("status")
-        out[f"json_{series}_ms"] = statistics.median(timed[1:])
+
+        out[f"json_{series}_ms"] = median_ms(forecast, repeats)
     lone, stages = price_csv(ROWS, seed=1), []
     for _ in range(LONE + 100):
         timings, started = Timings(), time.perf_counter()
@@ -102,13 +112,12 @@ def through(server, model: str, repeats: int) -> dict:  # noqa: ANN001 - a Torch
     out = {}
     for series in (1000, 200):
         body = documents(series)
-        timed = []
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
+
+        def post(body: bytes = body) -> None:
             answer = server.predict(model, data=body, headers={"Content-Type": "application/json"})
-            timed.append((time.perf_counter() - started) * 1e3)
             assert answer.status_code == 200, answer.text[:200]
-        out[f"served_json_{series}_ms"] = statistics.median(timed[1:])
+
+        out[f"served_json_{series}_ms"] = median_ms(post, repeats)
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from .cells import CellConfig
@@ -93,6 +94,15 @@ def write_report(results: dict, out: Path, plot: Path | None, command: str) -> N
     out.parent.mkdir(parents=True, exist_ok=True)
     kept = kept_sections(out.read_text()) if out.exists() else []
     out.write_text("\n".join(lines + kept) + "\n")
+
+
+def publish_section(text: str, results: object, out: Path | None, name: str) -> None:
+    """A benchmark's Markdown section on stdout, its raw figures as JSON on stderr, and with
+    ``out`` the section written into that file (`write_marked_section`)."""
+    print(text)
+    print(json.dumps(results, indent=1), file=sys.stderr)
+    if out:
+        write_marked_section(text, out, name)
 
 
 def write_marked_section(text: str, path: Path, name: str) -> None:

@@ -8,12 +8,12 @@ worker's peak memory (bench/books.py), against the issue's targets.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
 from bench import books
+from bench.report import publish_section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     results = books.run(args.repeats)
     command = "python scripts/bench_books.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = books.markdown(results, command.strip())
-    print(text)
-    print(json.dumps(results, indent=1), file=sys.stderr)
-    if args.out:
-        books.write_section(text, args.out)
+    publish_section(text, results, args.out, books.SECTION)
     return 0
 
 

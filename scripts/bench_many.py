@@ -10,13 +10,12 @@ this checkout's alm_forecaster/native/_build copied when the kernel sources are 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
 from bench import many_series
-from bench.report import write_marked_section
+from bench.report import publish_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     before, after = (many_series.medians(rounds[side]) for side in ("before", "after"))
     command = "python scripts/bench_many.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = many_series.markdown(before, after, command.strip())
-    print(text)
-    print(json.dumps(rounds, indent=1), file=sys.stderr)
-    if args.out:
-        write_marked_section(text, args.out, "many-series")
+    publish_section(text, rounds, args.out, "many-series")
     return 0
 
 

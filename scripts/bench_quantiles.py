@@ -8,12 +8,12 @@ request vs 200 single-price requests through a private TorchServe (bench/distrib
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
 from bench import distribution
+from bench.report import publish_section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,10 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     results = distribution.run(args.runs, args.repeats)
     command = "python scripts/bench_quantiles.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = distribution.markdown(results, command.strip())
-    print(text)
-    print(json.dumps(results, indent=1), file=sys.stderr)
-    if args.out:
-        distribution.write_section(text, args.out)
+    publish_section(text, results, args.out, distribution.SECTION)
     return 0
 
 
